@@ -1,0 +1,108 @@
+"""What a window transformer asks of its parallel layout: attend within windows, change frame.
+
+The model never communicates. It holds its tokens as (B, n_local_windows, tokens_per_piece, C)
+in the layout's storage order (swipe.layout) and calls:
+
+* ``ctx.token_ids(frame)``     global token ids of its local tokens, (n_lw, tpp) numpy int64;
+* ``ctx.piece_coords()``       in-window (row, col) of its local tokens, (tpp, 2) (for RoPE);
+* ``ctx.attention(q, k, v, frame, mask_poles)``  window attention; q/k/v are
+  (B, n_lw, tpp, heads, dh) with ALL heads of the local tokens; returns the same shape;
+* ``ctx.change_frame(x, src, dst)``  re-lay tokens (B, n_lw, tpp, C) from frame src to dst.
+
+`SerialContext` (one rank: sp = 1, one window rank) does all of it with local tensor ops; the
+SWiPe context (swipe.parallel) does the same with collectives. Same model code either way,
+so the serial run IS the reference for the parallel one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from swipe.layout import WindowLayout, latitude_wrap_mask
+
+__all__ = ["WindowContext", "SerialContext", "window_attention"]
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention inside each window.
+
+    q, k, v: (B, n_windows, T, heads, dh) with all T tokens of each window;
+    mask: optional bool (n_windows, T, T), True = may attend. Returns (B, n_windows, T, heads, dh).
+    """
+    B, n, T, h, dh = q.shape
+    # SDPA wants (..., heads, T, dh)
+    qh, kh, vh = (t.permute(0, 1, 3, 2, 4) for t in (q, k, v))
+    attn_mask = None if mask is None else mask[None, :, None, :, :]
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
+    return out.permute(0, 1, 3, 2, 4)
+
+
+class WindowContext:
+    """Base: the layout maths shared by the serial and the parallel contexts.
+
+    Subclasses provide ``attention`` and ``change_frame``. ``wy, wx, s`` are this rank's
+    coordinates in its window group.
+    """
+
+    def __init__(self, layout: WindowLayout, wy: int = 0, wx: int = 0, s: int = 0):
+        self.layout = layout
+        self.wy, self.wx, self.s = wy, wx, s
+        self.rank = layout.rank_index(wy, wx, s)
+
+    def token_ids(self, frame: int) -> np.ndarray:
+        return self.layout.index_map(frame, self.rank)
+
+    def piece_coords(self) -> np.ndarray:
+        return self.layout.piece_coords(self.s)
+
+    def pole_mask(self, frame: int, device: torch.device | None = None) -> torch.Tensor | None:
+        """Bool (n_lw, T, T) mask of this rank's whole local windows, or None if nothing wraps."""
+        m = _cached_mask(self.layout, frame, self.wy, self.wx)
+        return None if m is None else m.to(device)
+
+    def attention(self, q, k, v, frame: int, mask_poles: bool = False):  # pragma: no cover
+        raise NotImplementedError
+
+    def change_frame(self, x, src: int, dst: int):  # pragma: no cover
+        raise NotImplementedError
+
+
+@lru_cache(maxsize=64)
+def _cached_mask(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Tensor | None:
+    m = latitude_wrap_mask(layout, frame, wy, wx)
+    return None if m is None else torch.from_numpy(m)
+
+
+@lru_cache(maxsize=64)
+def _permutation(layout: WindowLayout, src: int, dst: int) -> torch.Tensor:
+    """Single-rank frame change as a gather: out.flat[j] = x.flat[perm[j]]."""
+    (msg,) = layout.route(src, dst).messages
+    perm = np.empty(layout.tokens_per_rank, dtype=np.int64)
+    perm[msg.dst_slots] = msg.src_slots
+    return torch.from_numpy(perm)
+
+
+class SerialContext(WindowContext):
+    """One rank holds every window whole: local attention, frame change = a permutation."""
+
+    def __init__(self, layout: WindowLayout):
+        if layout.n_ranks != 1:
+            raise ValueError(
+                f"SerialContext needs a one-rank layout (wy = wx = sp = 1), got {layout}")
+        super().__init__(layout)
+
+    def attention(self, q, k, v, frame: int, mask_poles: bool = False):
+        mask = self.pole_mask(frame, q.device) if mask_poles else None
+        return window_attention(q, k, v, mask)
+
+    def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
+        if src == dst:
+            return x
+        B, n, t, C = x.shape
+        perm = _permutation(self.layout, src, dst).to(x.device)
+        return x.reshape(B, n * t, C)[:, perm].reshape(B, n, t, C)
