@@ -12,6 +12,7 @@ Each section's dataclass lives beside the code it configures (``aeris.data.confi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -226,7 +227,7 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict."""
-    data = _deep_merge({}, data)
+    data = copy.deepcopy(data)
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} must look like section.key=value")
