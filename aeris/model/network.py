@@ -1,0 +1,180 @@
+"""The AERIS network: a non-hierarchical pixel-level Swin transformer with adaLN-Zero.
+
+Tokens are (B, n_local_windows, tokens_per_piece, C) in the storage order of a
+`swipe.layout.WindowLayout`; the network asks a window context (swipe.context) for window
+attention and frame changes and contains no communication, so the same code runs serially
+and under SWiPe (where a rank may hold only a piece of each window).
+
+    forward(x, t) = head(change_frame(... block_i(change_frame(embed(x)), c) ...), c),
+    c = time_embedding(t)
+
+Initialisation (AERIS.md section 3): linears truncated normal std sqrt(2/(5d)), biases 0,
+RMSNorm gains 1; the last layer of every modulation MLP is zero, so every residual gate is 0
+and each block starts as the identity (adaLN-Zero); the output Linear is zero, so the network
+output is exactly 0 at init while the head weight still receives gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from aeris.model.config import ModelConfig
+from aeris.model.layers import (Modulation, RmsNorm, SwiGLU, WindowAttention, _default_std,
+                                init_linear, modulate, position_embedding_2d, timestep_embedding)
+
+__all__ = ["AerisNet", "AerisBlock", "OutputHead", "decay_parameter_names"]
+
+
+class AerisBlock(nn.Module):
+    """x += g1 * Attn(N1(x)); x += g2 * SwiGLU(N2(x)), N = RMSNorm then modulate (or the reverse)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, std = cfg.dim, _default_std(cfg.dim)
+        self.norm_order = cfg.norm_order
+        self.norm1 = RmsNorm(d, eps=cfg.norm_eps)
+        self.attn = WindowAttention(d, cfg.heads, cfg.rope, cfg.rope_theta, std)
+        self.norm2 = RmsNorm(d, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(d, cfg.ffn_dim, bias=False)
+        for lin in (self.mlp.fc1_g, self.mlp.fc1_x, self.mlp.fc2):
+            init_linear(lin, std)
+        self.modulation = Modulation(d, 6, cfg.adaln_hidden, std)
+
+    def _pre(self, norm: nn.Module, x, shift, scale):
+        if self.norm_order == "norm_modulate":
+            return modulate(norm(x), shift, scale)
+        return norm(modulate(x, shift, scale))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor, ctx, frame: int, mask_poles: bool) -> torch.Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = self.modulation(c)
+        gate = (slice(None),) + (None,) * (h.dim() - 2)
+        h = h + g1[gate] * self.attn(self._pre(self.norm1, h, sh1, sc1), ctx, frame, mask_poles)
+        return h + g2[gate] * self.mlp(self._pre(self.norm2, h, sh2, sc2))
+
+
+class OutputHead(nn.Module):
+    """RMSNorm + (shift, scale) modulation + zero-initialised Linear(d -> n_out)."""
+
+    def __init__(self, cfg: ModelConfig, n_out: int):
+        super().__init__()
+        self.norm = RmsNorm(cfg.dim, eps=cfg.norm_eps)
+        self.modulation = Modulation(cfg.dim, 2, cfg.adaln_hidden, _default_std(cfg.dim))
+        self.linear = nn.Linear(cfg.dim, n_out)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.modulation(c)
+        return self.linear(modulate(self.norm(h), shift, scale))
+
+
+class AerisNet(nn.Module):
+    """F(x_in, t): per-pixel input channels n_in -> per-pixel output channels n_out.
+
+    ``n_in`` = noisy residual (n_out) + standardised state (n_out) + forcings, concatenated by
+    the caller; ``grid`` = (H, W) of the field the network sees (for the position encoding).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_out: int, n_in: int, grid: tuple[int, int]):
+        super().__init__()
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"AerisNet needs n_in, n_out >= 1, got n_in={n_in}, n_out={n_out}")
+        H, W = grid
+        ws_h, ws_w = cfg.window
+        if H % ws_h or W % ws_w:
+            raise ValueError(f"grid {H}x{W} is not divisible by the window {ws_h}x{ws_w}")
+        if cfg.dim % 4:
+            raise ValueError(f"model.dim={cfg.dim} must be a multiple of 4 (2-D position encoding)")
+        self.cfg, self.n_in, self.n_out, self.grid = cfg, n_in, n_out, (H, W)
+        self.input = nn.Linear(n_in, cfg.dim)
+        init_linear(self.input, _default_std(cfg.dim))
+        self.blocks = nn.ModuleList(AerisBlock(cfg) for _ in range(cfg.depth))
+        self.out = OutputHead(cfg, n_out)
+
+    # ---- pipeline-splittable pieces -----------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def block_frame(self, i: int) -> int:
+        """Frame of block i: windows shift by half a window every `shift_every` blocks."""
+        if not 0 <= i < self.n_blocks:
+            raise IndexError(f"block {i} out of range (model has {self.n_blocks} blocks)")
+        return (i // self.cfg.shift_every) % 2
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """Fixed sinusoidal embedding of TrigFlow time t (B,) -> (B, d); no parameters."""
+        t = torch.as_tensor(t)
+        if t.dim() != 1:
+            raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
+        return timestep_embedding(t, self.cfg.dim, self.cfg.time_scale).to(
+            device=self.input.weight.device, dtype=self.input.weight.dtype)
+
+    def embed(self, x_in: torch.Tensor, ctx) -> torch.Tensor:
+        """Per-pixel Linear(n_in -> d) + 2-D sinusoidal encoding of the global (y, x) (frame 0)."""
+        if x_in.dim() != 4 or x_in.shape[-1] != self.n_in:
+            raise ValueError(f"x_in must be (B, n_local_windows, tokens_per_piece, {self.n_in}), "
+                             f"got {tuple(x_in.shape)}")
+        self._check_ctx(ctx)
+        ids = ctx.token_ids(0)
+        if tuple(ids.shape) != tuple(x_in.shape[1:3]):
+            raise ValueError(f"x_in token dims {tuple(x_in.shape[1:3])} do not match the context's "
+                             f"local storage {tuple(ids.shape)}")
+        pos = position_embedding_2d(ids, self.grid[1], self.cfg.dim).to(x_in.device, self.input.weight.dtype)
+        return self.input(x_in) + pos
+
+    def block(self, i: int, h: torch.Tensor, c: torch.Tensor, ctx) -> torch.Tensor:
+        """Block i on h, which must already be in frame `block_frame(i)`."""
+        fn = self.blocks[i]
+        args = (h, c, ctx, self.block_frame(i), self.cfg.pole_mask)
+        if self.cfg.checkpoint_blocks and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def head(self, h: torch.Tensor, c: torch.Tensor, ctx) -> torch.Tensor:
+        """Output head on h in frame 0 -> (B, n_lw, tpp, n_out)."""
+        return self.out(h, c)
+
+    def forward(self, x_in: torch.Tensor, t: torch.Tensor, ctx) -> torch.Tensor:
+        c = self.time_embedding(t)
+        h = self.embed(x_in, ctx)
+        frame = 0
+        for i in range(self.n_blocks):
+            f = self.block_frame(i)
+            if f != frame:
+                h, frame = ctx.change_frame(h, frame, f), f
+            h = self.block(i, h, c, ctx)
+        if frame != 0:
+            h = ctx.change_frame(h, frame, 0)
+        return self.head(h, c, ctx)
+
+    def _check_ctx(self, ctx) -> None:
+        layout = getattr(ctx, "layout", None)
+        if layout is None:
+            return
+        if (layout.H, layout.W) != self.grid or (layout.ws_h, layout.ws_w) != tuple(self.cfg.window):
+            raise ValueError(
+                f"context layout {layout.H}x{layout.W} with window {layout.ws_h}x{layout.ws_w} does not "
+                f"match the model (grid {self.grid[0]}x{self.grid[1]}, window {tuple(self.cfg.window)})")
+
+    def decay_parameter_names(self) -> list[str]:
+        return decay_parameter_names(self)
+
+
+# Matrix weights of the block linears: attention qkv/proj and the SwiGLU MLP.
+_DECAY_SUFFIXES = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1_g.weight", "mlp.fc1_x.weight",
+                   "mlp.fc2.weight")
+
+
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that get weight decay (AERIS.md section 5).
+
+    Decay: the matrix weights of the Linear layers inside blocks (qkv, proj, SwiGLU).
+    Names may carry a wrapper prefix (``module.blocks.3...``).
+    No decay: input embedding, norm gains, biases, the output head, and the adaLN modulation
+    MLPs (conditioning layers, treated like embeddings: decaying them pulls the gates to 0).
+    """
+    return [n for n, _ in model.named_parameters()
+            if ".blocks." in f".{n}" and n.endswith(_DECAY_SUFFIXES)]
