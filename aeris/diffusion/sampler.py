@@ -1,0 +1,111 @@
+"""Probability-flow ODE sampler in TrigFlow time (AERIS.md section 4).
+
+The TrigFlow PF-ODE is dx_t/dt = sigma_d F(x_t / sigma_d, t), integrated from t_0 (near pi/2)
+down to t = 0 with Heun steps and a final Euler step (N steps, NFE = 2N - 1), on the times
+t_i = atan(sigma_i / sigma_d) of a Karras (EDM) schedule
+
+    sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  i < N;  sigma_N = 0.
+
+Start: x = sigma_d sin(t_0) z (the noise part of x_t; the data part cos(t_0) x0 is negligible).
+Optional EDM churn before step i: in the variance-exploding variable y = x / cos(t) = x0 + sigma eps/...,
+raise sigma_i to sigma_hat = sigma_i (1 + gamma) by y += sqrt(sigma_hat^2 - sigma_i^2) S_noise eps,
+then map back with cos(t_hat). Everything acts on token tensors; the network is reached only
+through ``denoise(x_scaled, t) -> F``; all noise is layout-independent (aeris.diffusion.noise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from aeris.diffusion.config import DiffusionConfig
+from aeris.diffusion.noise import members_noise
+from swipe.layout import WindowLayout
+
+__all__ = ["sigma_schedule", "sample_ode", "sample_members", "n_function_evaluations"]
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sigma_schedule(n_steps: int, sigma_min: float, sigma_max: float, rho: float = 10.0) -> torch.Tensor:
+    """Karras schedule of n_steps noise levels from sigma_max to sigma_min, then 0: float64 (n_steps + 1,)."""
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    if n_steps == 1:
+        s = torch.tensor([sigma_max], dtype=torch.float64)
+    else:
+        i = torch.arange(n_steps, dtype=torch.float64) / (n_steps - 1)
+        a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+        s = (a + i * (b - a)) ** rho
+    return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
+
+
+def n_function_evaluations(n_steps: int) -> int:
+    """Heun on every step but the last (Euler): 2N - 1."""
+    return 2 * n_steps - 1
+
+
+def sample_ode(denoise: Denoiser, z: torch.Tensor, sigmas: torch.Tensor, sigma_d: float = 1.0,
+               churn: float = 0.0, churn_sigma_min: float = 0.0, churn_sigma_max: float = math.inf,
+               churn_noise: float = 1.0, step_noise: Callable[[int], torch.Tensor] | None = None,
+               progress: bool = False) -> torch.Tensor:
+    """Integrate the PF-ODE from standard noise z (B, ...) along `sigmas` (ending at 0) -> x0 sample.
+
+    step_noise(i) gives the standard-normal churn noise of step i (same shape as z); needed
+    only when churn > 0.
+    """
+    sig = [float(s) for s in sigmas]
+    if len(sig) < 2 or sig[-1] != 0.0 or any(a <= b for a, b in zip(sig[:-1], sig[1:])):
+        raise ValueError(f"sigmas must decrease strictly and end at 0, got {sig}")
+    if churn > 0 and step_noise is None:
+        raise ValueError("churn > 0 needs step_noise(i) for layout-independent noise")
+    n = len(sig) - 1
+    B = z.shape[0]
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        tt = torch.full((B,), t, dtype=x.dtype, device=x.device)
+        return sigma_d * denoise(x / sigma_d, tt)
+
+    t0 = math.atan(sig[0] / sigma_d)
+    x = sigma_d * math.sin(t0) * z
+    for i in tqdm(range(n), desc="sampling", disable=not progress, leave=False):
+        s_cur, s_next = sig[i], sig[i + 1]
+        gamma = min(churn / n, math.sqrt(2) - 1) if churn_sigma_min <= s_cur <= churn_sigma_max else 0.0
+        t_cur = math.atan(s_cur / sigma_d)
+        if gamma > 0:
+            s_hat = s_cur * (1 + gamma)
+            t_hat = math.atan(s_hat / sigma_d)
+            y = x / math.cos(t_cur) + math.sqrt(s_hat ** 2 - s_cur ** 2) * churn_noise * step_noise(i).to(x)
+            x, t_cur = math.cos(t_hat) * y, t_hat
+        t_next = math.atan(s_next / sigma_d)
+        d_cur = velocity(x, t_cur)
+        x_next = x + (t_next - t_cur) * d_cur
+        if i < n - 1:  # Heun correction, except on the last step
+            x_next = x + (t_next - t_cur) * 0.5 * (d_cur + velocity(x_next, t_next))
+        x = x_next
+    return x
+
+
+def sample_members(denoise: Denoiser, layout: WindowLayout, rank: int,
+                   member_keys: Sequence[Sequence[int]], n_channels: int, cfg: DiffusionConfig,
+                   dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                   progress: bool = False) -> torch.Tensor:
+    """Sample a batch of members (B = len(member_keys)) on this rank's tokens -> (B, n_lw, tpp, C).
+
+    member_keys[b] = e.g. (seed, init_time, member): the initial noise uses keys (..., window id),
+    the churn noise of step i keys (..., i, window id), so any member can be reproduced alone
+    and under any layout.
+    """
+    z = members_noise(layout, rank, member_keys, n_channels, dtype).to(device)
+
+    def step_noise(i: int) -> torch.Tensor:
+        return members_noise(layout, rank, [(*k, i) for k in member_keys], n_channels, dtype).to(device)
+
+    sigmas = sigma_schedule(cfg.steps, cfg.sample_sigma_min, cfg.sample_sigma_max, cfg.rho)
+    return sample_ode(denoise, z, sigmas, cfg.sigma_data, cfg.churn, cfg.churn_sigma_min,
+                      cfg.churn_sigma_max, cfg.churn_noise, step_noise, progress)
