@@ -1,0 +1,599 @@
+"""Tropical-cyclone tracker: a re-implementation of TempestExtremes DetectNodes + StitchNodes.
+
+Semantics follow EVALUATION.md section 2 (the published ERA5 configuration is the default,
+see `aeris.evaluate.config`). Variables are written as in TempestExtremes commands:
+``MSL``, ``U10``, ``V10``, ``Z(300hPa)``, ``T(500hPa)`` (any lexicon short name, with the level in
+hPa), channel names such as ``z500``, and ``ZS`` = surface height in metres
+(geopotential_at_surface / 9.80665). Operators: ``_DIFF(a,b)`` = a - b, ``_SUM(a,b)``,
+``_VECMAG(a,b)`` = sqrt(a^2 + b^2), ``_ABS(a)``.
+
+Resolution: the defaults are meant for 0.25-1 degree grids (ERA5 / WB2 / AI forecasts).
+On coarse grids (e.g. 2.8125 degrees, 65x128) the radii still apply in degrees: the MSL
+contour (200 Pa within 5.5 degrees) spans ~2 cells and the warm-core pivot search (1 degree)
+reduces to the node itself, so only storms whose depression and warm core are resolved by
+the grid pass; 10 m winds on such grids are much weaker than observed.
+
+Outputs are tidy DataFrames, one row per node: ``track_id, init, member, time, lead_h, lat,
+lon, <outputs>`` (msl [Pa], wind [m/s], zs [m] with the default outputs). Truth-store tracks
+have ``init`` = NaT, ``member`` = -1 and ``lead_h`` = NaN. Longitudes are in [0, 360).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
+
+from aeris.data.lexicon import LexiconError, canonical_name, lookup, parse_channel
+from aeris.evaluate.config import DetectConfig, StitchConfig, TrackConfig
+from aeris.evaluate.contours import (LatLonGrid, closed_contour, great_circle_deg, local_minima,
+                                     to_unit_vectors, window_reduce)
+
+__all__ = ["G0", "Leaf", "Expr", "parse_expr", "ClosedContour", "OutputSpec", "Threshold",
+           "parse_closed_contours", "parse_outputs", "parse_thresholds", "required_leaves",
+           "detect_nodes", "stitch_nodes", "track_truth", "track_forecast", "track_store",
+           "is_forecast_store", "write_tracks", "read_tracks", "TRACK_COLUMNS", "TrackerError"]
+
+G0 = 9.80665  # standard gravity, m s-2 (surface height = surface geopotential / G0)
+TRACK_COLUMNS = ["track_id", "init", "member", "time", "lead_h", "lat", "lon"]
+
+
+class TrackerError(ValueError):
+    """Bad tracker input: unknown variable, missing field, malformed command."""
+
+
+# ---- variable expressions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Leaf:
+    """One stored field: canonical variable name, pressure level (hPa) or None, scale factor."""
+
+    name: str
+    level: int | None = None
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A variable expression tree: a Leaf, or an operator applied to sub-expressions."""
+
+    op: str                      # "leaf" | "_DIFF" | "_SUM" | "_VECMAG" | "_ABS"
+    args: tuple = ()
+    leaf: Leaf | None = None
+
+    def leaves(self) -> set[Leaf]:
+        if self.op == "leaf":
+            return {self.leaf}
+        return set().union(*(a.leaves() for a in self.args))
+
+    def evaluate(self, fields: Mapping[Leaf, np.ndarray]) -> np.ndarray:
+        if self.op == "leaf":
+            try:
+                return fields[self.leaf]
+            except KeyError:
+                raise TrackerError(f"field {self.leaf} was not provided") from None
+        vals = [a.evaluate(fields) for a in self.args]
+        return _OPS[self.op][1](*vals)
+
+
+_OPS: dict[str, tuple[int, Callable]] = {
+    "_DIFF": (2, lambda a, b: a - b),
+    "_SUM": (2, lambda a, b: a + b),
+    "_VECMAG": (2, lambda a, b: np.sqrt(a * a + b * b)),
+    "_ABS": (1, np.abs),
+}
+
+
+def _split_top(s: str, sep: str) -> list[str]:
+    """Split on `sep` outside parentheses."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [p.strip() for p in out]
+
+
+def _resolve_leaf(token: str) -> Leaf:
+    if token.upper() == "ZS":
+        return Leaf("geopotential_at_surface", None, 1.0 / G0)
+    m = re.fullmatch(r"([A-Za-z0-9_]+)\(\s*(\d+)\s*hPa\s*\)", token)
+    try:
+        if m:
+            name, level = canonical_name(m.group(1)), int(m.group(2))
+        else:
+            name, level = parse_channel(token)
+    except LexiconError as e:
+        raise TrackerError(f"unknown variable {token!r} in tracker command: {e}") from None
+    if lookup(name).kind == "atmospheric" and level is None:
+        raise TrackerError(f"variable {token!r} needs a level, e.g. Z(500hPa) or z500")
+    return Leaf(name, level)
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse a TempestExtremes-style variable expression (see module docstring)."""
+    t = text.strip()
+    m = re.fullmatch(r"(_[A-Z]+)\((.*)\)", t)
+    if m:
+        op = m.group(1)
+        if op not in _OPS:
+            raise TrackerError(f"unknown operator {op} in {text!r}; known: {sorted(_OPS)}")
+        args = _split_top(m.group(2), ",")
+        if len(args) != _OPS[op][0]:
+            raise TrackerError(f"{op} takes {_OPS[op][0]} argument(s), got {len(args)} in {text!r}")
+        return Expr(op, tuple(parse_expr(a) for a in args))
+    if not t:
+        raise TrackerError("empty variable expression")
+    return Expr("leaf", leaf=_resolve_leaf(t))
+
+
+# ---- commands --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClosedContour:
+    """Closed-contour criterion: `var` changes by `delta` within `dist` degrees of the pivot."""
+
+    var: Expr
+    delta: float
+    dist: float
+    minmaxdist: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Node output: `op` (min|max|avg) of `var` within `dist` degrees of the node."""
+
+    var: Expr
+    op: str
+    dist: float
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """StitchNodes threshold: at least `count` nodes (or all/first/last) satisfy `column op value`."""
+
+    column: str
+    op: str
+    value: float
+    count: int | str
+
+
+_CMP = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less,
+        "=": np.equal, "!=": np.not_equal}
+
+
+def _float(s: str, what: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise TrackerError(f"{what}: {s!r} is not a number") from None
+
+
+def parse_closed_contours(cmd: str) -> list[ClosedContour]:
+    """``"var,delta,dist,minmaxdist;..."`` -> list of ClosedContour ("" = none)."""
+    out = []
+    for part in filter(None, _split_top(cmd, ";")):
+        f = _split_top(part, ",")
+        if len(f) != 4:
+            raise TrackerError(f"closed contour {part!r} must be var,delta,dist,minmaxdist")
+        c = ClosedContour(parse_expr(f[0]), _float(f[1], part), _float(f[2], part), _float(f[3], part))
+        if c.delta == 0 or c.dist <= 0 or c.minmaxdist < 0:
+            raise TrackerError(f"closed contour {part!r}: need delta != 0, dist > 0, minmaxdist >= 0")
+        out.append(c)
+    return out
+
+
+def parse_outputs(cmd: str) -> list[OutputSpec]:
+    """``"var,op,dist;..."`` -> list of OutputSpec."""
+    out = []
+    for part in filter(None, _split_top(cmd, ";")):
+        f = _split_top(part, ",")
+        if len(f) != 3 or f[1] not in ("min", "max", "avg"):
+            raise TrackerError(f"output {part!r} must be var,min|max|avg,dist")
+        out.append(OutputSpec(parse_expr(f[0]), f[1], _float(f[2], part)))
+    return out
+
+
+def parse_thresholds(cmd: str) -> list[Threshold]:
+    """``"column,op,value,count;..."`` -> list of Threshold (count: integer, all, first, last)."""
+    out = []
+    for part in filter(None, _split_top(cmd, ";")):
+        f = _split_top(part, ",")
+        if len(f) != 4 or f[1] not in _CMP:
+            raise TrackerError(f"threshold {part!r} must be column,op,value,count with op in {list(_CMP)}")
+        count: int | str = f[3]
+        if count not in ("all", "first", "last"):
+            try:
+                count = int(count)
+            except ValueError:
+                raise TrackerError(f"threshold {part!r}: count must be an integer, all, first or last") from None
+        out.append(Threshold(f[0], f[1], _float(f[2], part), count))
+    return out
+
+
+def required_leaves(cfg: DetectConfig) -> set[Leaf]:
+    """Every stored field the detection needs."""
+    exprs = [parse_expr(cfg.searchbymin or cfg.searchbymax)]
+    exprs += [c.var for c in parse_closed_contours(cfg.closedcontourcmd)]
+    exprs += [o.var for o in parse_outputs(cfg.outputcmd)]
+    return set().union(*(e.leaves() for e in exprs))
+
+
+# ---- DetectNodes -----------------------------------------------------------------------------
+def _chord(deg: float) -> float:
+    return 2.0 * np.sin(np.radians(deg) / 2.0)
+
+
+def _merge(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, mergedist: float) -> np.ndarray:
+    """Keep-mask: drop a candidate if another within `mergedist` degrees is strictly deeper
+    (smaller `values`); not transitive."""
+    keep = np.ones(values.size, dtype=bool)
+    if mergedist <= 0 or values.size < 2:
+        return keep
+    tree = cKDTree(to_unit_vectors(lat, lon))
+    pairs = tree.query_pairs(_chord(mergedist) * (1 + 1e-12), output_type="ndarray")
+    if pairs.size:
+        a, b = pairs[:, 0], pairs[:, 1]
+        keep[b[values[a] < values[b]]] = False
+        keep[a[values[b] < values[a]]] = False
+    return keep
+
+
+def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: DetectConfig) -> pd.DataFrame:
+    """DetectNodes on one time step.
+
+    `fields` maps each required Leaf (see `required_leaves`) to a (lat, lon) array on `grid`.
+    Steps, in order: candidates = points with no strictly lower 4-neighbour (of the search
+    variable, negated for searchbymax); latitude/longitude limits; merge within `mergedist`;
+    closed-contour tests; outputs. Returns columns lat, lon, i, j and the output names.
+    """
+    by_max = bool(cfg.searchbymax)
+    search = parse_expr(cfg.searchbymax if by_max else cfg.searchbymin).evaluate(fields)
+    if search.shape != grid.shape:
+        raise TrackerError(f"search field has shape {search.shape}, grid is {grid.shape}")
+    key = -search if by_max else search
+    ii, jj = np.nonzero(local_minima(key, wrap_lon=grid.wraps))
+    lat, lon = grid.lat[ii], grid.lon[jj] % 360.0
+    sel = np.ones(ii.size, dtype=bool)
+    if cfg.minlat is not None:
+        sel &= lat >= cfg.minlat
+    if cfg.maxlat is not None:
+        sel &= lat <= cfg.maxlat
+    if cfg.minlon is not None and cfg.maxlon is not None and cfg.minlon > cfg.maxlon:
+        sel &= (lon >= cfg.minlon % 360) | (lon <= cfg.maxlon % 360)   # window across 0 E
+    else:
+        if cfg.minlon is not None:
+            sel &= lon >= cfg.minlon % 360
+        if cfg.maxlon is not None:
+            sel &= lon <= cfg.maxlon % 360
+    ii, jj, lat, lon = ii[sel], jj[sel], lat[sel], lon[sel]
+    keep = _merge(key[ii, jj], lat, lon, cfg.mergedist)
+    ii, jj, lat, lon = ii[keep], jj[keep], lat[keep], lon[keep]
+
+    contours = parse_closed_contours(cfg.closedcontourcmd)
+    cfields = [c.var.evaluate(fields) for c in contours]
+    passed = np.ones(ii.size, dtype=bool)
+    for k in range(ii.size):
+        for c, f in zip(contours, cfields):
+            if not closed_contour(f, grid, int(ii[k]), int(jj[k]), c.delta, c.dist, c.minmaxdist):
+                passed[k] = False
+                break
+    ii, jj, lat, lon = ii[passed], jj[passed], lat[passed], lon[passed]
+
+    out = pd.DataFrame({"lat": lat, "lon": lon, "i": ii, "j": jj})
+    for name, spec in zip(cfg.output_names, parse_outputs(cfg.outputcmd)):
+        f = spec.var.evaluate(fields)
+        out[name] = [window_reduce(f, grid, int(a), int(b), spec.dist, spec.op) for a, b in zip(ii, jj)]
+    return out
+
+
+# ---- StitchNodes -----------------------------------------------------------------------------
+def _passes(track: pd.DataFrame, th: Threshold) -> bool:
+    if th.column not in track:
+        raise TrackerError(f"threshold column {th.column!r} is not a node column: {list(track.columns)}")
+    ok = _CMP[th.op](track[th.column].to_numpy(dtype=float), th.value)
+    if th.count == "all":
+        return bool(ok.all())
+    if th.count == "first":
+        return bool(ok[0])
+    if th.count == "last":
+        return bool(ok[-1])
+    return int(ok.sum()) >= th.count
+
+
+def stitch_nodes(nodes: pd.DataFrame, cfg: StitchConfig) -> pd.DataFrame:
+    """StitchNodes (default mode) on the nodes of one time series (column ``time``).
+
+    For each node, in time order, look at later node times within `maxgap_h` (times without
+    nodes do not exist here, so they are skipped), take the single nearest node there and
+    link if it is within `range` degrees, else try the next time. Paths are chained
+    first-come-first-served in time order: a node already on a path ends the newcomer's path.
+    Filters: duration (last - first time) >= `mintime_h`; each threshold counts the nodes
+    satisfying it. Returns the kept nodes with an integer ``track_id`` (0, 1, ... by start).
+    """
+    if nodes.empty:
+        return nodes.assign(track_id=pd.Series(dtype=int))
+    nodes = nodes.sort_values("time", kind="stable").reset_index(drop=True)
+    times = nodes["time"].to_numpy(dtype="datetime64[ns]")
+    utimes, start = np.unique(times, return_index=True)
+    stop = np.append(start[1:], len(nodes))
+    xyz = to_unit_vectors(nodes["lat"].to_numpy(float), nodes["lon"].to_numpy(float))
+    trees = [cKDTree(xyz[a:b]) for a, b in zip(start, stop)]
+    maxgap = np.timedelta64(int(round(cfg.maxgap_h * 3600)), "s")
+    rng = _chord(cfg.range) * (1 + 1e-12)
+
+    succ = np.full(len(nodes), -1)
+    for ti in range(len(utimes)):
+        todo = np.arange(start[ti], stop[ti])
+        for tj in range(ti + 1, len(utimes)):
+            if utimes[tj] - utimes[ti] > maxgap or todo.size == 0:
+                break
+            d, k = trees[tj].query(xyz[todo], k=1)
+            hit = d <= rng
+            succ[todo[hit]] = start[tj] + k[hit]
+            todo = todo[~hit]
+
+    used = np.zeros(len(nodes), dtype=bool)
+    thresholds = parse_thresholds(cfg.thresholdcmd)
+    mintime = np.timedelta64(int(round(cfg.mintime_h * 3600)), "s")
+    kept, tid = [], 0
+    for n in range(len(nodes)):
+        if used[n]:
+            continue
+        path = [n]
+        used[n] = True
+        while succ[path[-1]] >= 0 and not used[succ[path[-1]]]:
+            path.append(succ[path[-1]])
+            used[path[-1]] = True
+        track = nodes.iloc[path]
+        if times[path[-1]] - times[path[0]] < mintime:
+            continue
+        if all(_passes(track, th) for th in thresholds):
+            kept.append(track.assign(track_id=tid))
+            tid += 1
+    if not kept:
+        return nodes.iloc[:0].assign(track_id=pd.Series(dtype=int))
+    return pd.concat(kept, ignore_index=True)
+
+
+# ---- stores ----------------------------------------------------------------------------------
+def is_forecast_store(ds: xr.Dataset) -> bool:
+    """A WB2 forecast store has a ``prediction_timedelta`` dimension (time = initialisation)."""
+    return "prediction_timedelta" in ds.dims
+
+
+def _grid_of(ds: xr.Dataset) -> LatLonGrid:
+    for c in ("latitude", "longitude"):
+        if c not in ds.coords:
+            raise TrackerError(f"store has no {c!r} coordinate (canonical layout expected); "
+                               f"coords: {list(ds.coords)}")
+    return LatLonGrid(ds["latitude"].values, ds["longitude"].values)
+
+
+def _static_leaves(leaves: Iterable[Leaf], ds: xr.Dataset, static: xr.Dataset | None,
+                   grid: LatLonGrid) -> dict[Leaf, np.ndarray]:
+    """Fields without a time dimension (e.g. surface geopotential), from the store or `static`."""
+    out = {}
+    for leaf in leaves:
+        if lookup(leaf.name).kind != "static":
+            continue
+        src = ds if leaf.name in ds else static
+        if src is None or leaf.name not in src:
+            raise TrackerError(f"tracker needs static field {leaf.name!r}: not in the store"
+                               + ("" if static is None else " nor in the static dataset"))
+        da = src[leaf.name]
+        da = da.isel({d: 0 for d in da.dims if d not in ("latitude", "longitude")})
+        da = da.sel(latitude=grid.lat, longitude=grid.lon, method="nearest")
+        out[leaf] = da.transpose("latitude", "longitude").values.astype(float) * leaf.scale
+    return out
+
+
+def _check_leaves(ds: xr.Dataset, leaves: Iterable[Leaf]) -> None:
+    for leaf in leaves:
+        if lookup(leaf.name).kind == "static":
+            continue
+        if leaf.name not in ds:
+            raise TrackerError(f"tracker needs variable {leaf.name!r}, not in the store "
+                               f"(variables: {sorted(ds.data_vars)})")
+        if leaf.level is not None:
+            levels = ds[leaf.name]["level"].values if "level" in ds[leaf.name].dims else []
+            if leaf.level not in set(int(v) for v in levels):
+                raise TrackerError(f"tracker needs {leaf.name!r} at {leaf.level} hPa; "
+                                   f"store levels: {list(map(int, levels))}")
+
+
+def _step_leaves(block: xr.Dataset, leaves: Iterable[Leaf]) -> dict[Leaf, np.ndarray]:
+    """Dynamic fields of one step from an already-loaded block with dims (level?, lat, lon)."""
+    out = {}
+    for leaf in leaves:
+        if lookup(leaf.name).kind == "static":
+            continue
+        da = block[leaf.name]
+        if leaf.level is not None:
+            da = da.sel(level=leaf.level)
+        out[leaf] = da.transpose("latitude", "longitude").values.astype(float) * leaf.scale
+    return out
+
+
+def _subset(ds: xr.Dataset, leaves: Iterable[Leaf]) -> xr.Dataset:
+    names = sorted({lf.name for lf in leaves if lookup(lf.name).kind != "static"})
+    levels = sorted({lf.level for lf in leaves if lf.level is not None})
+    sub = ds[names]
+    if levels and "level" in sub.dims:
+        sub = sub.sel(level=levels)
+    return sub
+
+
+def _detect_series(sub: xr.Dataset, tdim: str, grid: LatLonGrid, leaves, static_fields,
+                   cfg: DetectConfig, block: int, desc: str, progress: bool) -> list[pd.DataFrame]:
+    """DetectNodes over dimension `tdim` of `sub`, loading `block` steps at a time."""
+    frames = []
+    n = sub.sizes[tdim]
+    with tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
+        for a in range(0, n, block):
+            chunk = sub.isel({tdim: slice(a, a + block)}).load()
+            for k in range(chunk.sizes[tdim]):
+                step = chunk.isel({tdim: k})
+                fields = {**static_fields, **_step_leaves(step, leaves)}
+                df = detect_nodes(fields, grid, cfg)
+                df.insert(0, "step", a + k)
+                frames.append(df)
+                bar.update(1)
+    return frames
+
+
+def track_truth(ds: xr.Dataset, cfg: TrackConfig | None = None, static: xr.Dataset | None = None,
+                stitch: StitchConfig | None = None, block: int = 16,
+                progress: bool = True) -> pd.DataFrame:
+    """Detect and stitch tracks on a truth store (canonical layout, dims time, [level], lat, lon).
+
+    Uses ``cfg.stitch`` (the published setting) unless `stitch` is given.
+    """
+    cfg = cfg or TrackConfig()
+    stitch = stitch or cfg.stitch
+    grid = _grid_of(ds)
+    leaves = required_leaves(cfg.detect)
+    _check_leaves(ds, leaves)
+    static_fields = _static_leaves(leaves, ds, static, grid)
+    sub = _subset(ds, leaves)
+    frames = _detect_series(sub, "time", grid, leaves, static_fields, cfg.detect, block,
+                            "detect", progress)
+    nodes = pd.concat(frames, ignore_index=True)
+    nodes["time"] = ds["time"].values[nodes["step"].to_numpy(int)] if len(nodes) else \
+        pd.Series(dtype="datetime64[ns]")
+    tracks = stitch_nodes(nodes.drop(columns="step"), stitch)
+    tracks["init"] = pd.NaT
+    tracks["member"] = -1
+    tracks["lead_h"] = np.nan
+    return _tidy(tracks)
+
+
+def _members(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray]:
+    if "realization" in ds.dims:
+        ds = ds.rename({"realization": "number"})
+    if "number" not in ds.dims:
+        ds = ds.expand_dims(number=[0])
+    return ds, ds["number"].values
+
+
+def track_forecast(ds: xr.Dataset, cfg: TrackConfig | None = None, static: xr.Dataset | None = None,
+                   stitch: StitchConfig | None = None, progress: bool = True) -> pd.DataFrame:
+    """Detect and stitch tracks in a forecast store (WB2 layout: time = init,
+    prediction_timedelta, number), for every init and member separately.
+
+    Uses ``cfg.stitch_forecast`` (relaxed) unless `stitch` is given. Static fields (surface
+    geopotential) come from the store or from `static` (e.g. the truth store).
+    """
+    cfg = cfg or TrackConfig()
+    stitch = stitch or cfg.stitch_forecast
+    if not is_forecast_store(ds):
+        raise TrackerError("not a forecast store: no 'prediction_timedelta' dimension")
+    ds, members = _members(ds)
+    grid = _grid_of(ds)
+    leaves = required_leaves(cfg.detect)
+    _check_leaves(ds, leaves)
+    static_fields = _static_leaves(leaves, ds, static, grid)
+    sub = _subset(ds, leaves)
+    leads = ds["prediction_timedelta"].values.astype("timedelta64[ns]")
+    inits = ds["time"].values.astype("datetime64[ns]")
+    out, next_id = [], 0
+    runs = [(i, m) for i in range(inits.size) for m in range(members.size)]
+    for i, m in tqdm(runs, desc="track forecast", disable=not progress):
+        series = sub.isel(time=i, number=m)
+        frames = _detect_series(series, "prediction_timedelta", grid, leaves, static_fields,
+                                cfg.detect, leads.size, "detect", False)
+        nodes = pd.concat(frames, ignore_index=True)
+        steps = nodes["step"].to_numpy(int)
+        nodes["time"] = inits[i] + leads[steps]
+        nodes["lead_h"] = leads[steps] / np.timedelta64(1, "h")
+        tracks = stitch_nodes(nodes.drop(columns="step"), stitch)
+        if tracks.empty:
+            continue
+        tracks["track_id"] += next_id
+        next_id = int(tracks["track_id"].max()) + 1
+        tracks["init"] = inits[i]
+        tracks["member"] = int(members[m])
+        out.append(tracks)
+    if not out:
+        return _tidy(pd.DataFrame(columns=TRACK_COLUMNS + list(cfg.detect.output_names)))
+    return _tidy(pd.concat(out, ignore_index=True))
+
+
+def track_store(ds: xr.Dataset, cfg: TrackConfig | None = None, static: xr.Dataset | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """`track_forecast` for a forecast store, else `track_truth`."""
+    if is_forecast_store(ds):
+        return track_forecast(ds, cfg, static=static, progress=progress)
+    return track_truth(ds, cfg, static=static, progress=progress)
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["init"] = pd.to_datetime(df["init"])
+    df["time"] = pd.to_datetime(df["time"])
+    df["track_id"] = df["track_id"].astype(int)
+    df["member"] = df["member"].astype(int)
+    df["lead_h"] = df["lead_h"].astype(float)
+    rest = [c for c in df.columns if c not in TRACK_COLUMNS and c not in ("i", "j")]
+    df = df[TRACK_COLUMNS + rest + [c for c in ("i", "j") if c in df.columns]]
+    return df.sort_values(["init", "member", "track_id", "time"], na_position="first",
+                          kind="stable").reset_index(drop=True)
+
+
+# ---- files -----------------------------------------------------------------------------------
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, dim: str = "record") -> Path:
+    """Write a tidy table atomically: ``.csv`` as CSV, ``.nc`` as netCDF (one `dim` dimension)."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        _atomic(path, lambda p: df.to_csv(p, index=False))
+    elif path.suffix in (".nc", ".nc4"):
+        ds = xr.Dataset.from_dataframe(df.reset_index(drop=True).rename_axis(dim))
+        for v in ds.data_vars:  # netCDF cannot store python objects
+            if ds[v].dtype == object:
+                ds[v] = ds[v].astype(str)
+        _atomic(path, lambda p: ds.to_netcdf(p))
+    else:
+        raise ValueError(f"table path must end in .csv or .nc, got {path}")
+    return path
+
+
+def write_tracks(tracks: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Tracks to CSV or netCDF (by suffix), atomically."""
+    return write_table(tracks, path)
+
+
+def read_tracks(path: str | os.PathLike) -> pd.DataFrame:
+    """Read tracks written by `write_tracks` (CSV or netCDF) with their dtypes restored."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        df = pd.read_csv(path, parse_dates=["init", "time"])
+    else:
+        with xr.open_dataset(path) as ds:
+            df = ds.to_dataframe().reset_index(drop=True)
+    return _tidy(df)
