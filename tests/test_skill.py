@@ -201,3 +201,34 @@ def test_write_scores_outputs(tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp left
     short = scores_to_markdown(scores, max_columns=2)  # first and last lead only
     assert "| channel | units | 0 h | 24 h |" in short and "| 6 h |" not in short
+
+
+def test_cli_end_to_end_on_zarr_stores(tmp_path, capsys):
+    from aeris.cli import main
+    truth = make_truth()
+    truth["2m_temperature"].attrs["units"] = "K"
+    fc = make_forecast(truth, offsets=(0.5, -0.5, 1.0)).isel(latitude=slice(0, 8))  # polar row dropped
+    truth.to_zarr(tmp_path / "truth.zarr")
+    fc.to_zarr(tmp_path / "fc.zarr")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--forecast", str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "truth.zarr"),
+               "--out", str(out), "--climatology-period", "2020-08-01", "2020-08-06",
+               "--climatology-window", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "skipping headline channels not in both stores: u10, v10, msl, q700, u850, v850" in printed
+    for name in ("scores.nc", "scores.json", "scores.md", "spectra.nc", "skill.png", "spectra.png"):
+        assert (out / name).stat().st_size > 0, name
+    import matplotlib.pyplot as plt
+    img = plt.imread(out / "skill.png")
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600  # 4 rows x 3 channel panels
+    js = json.loads((out / "scores.json").read_text())
+    assert js["channels"] == ["t2m", "z500", "t850"]
+    assert js["scores"]["t850"]["rmse_member0"] == pytest.approx([0.5] * 4)
+    assert js["scores"]["t2m"]["rmse_ensmean"] == pytest.approx([1 / 3] * 4)
+    assert all(-1 <= a <= 1 for a in js["scores"]["z500"]["acc"])
+    # asking for a channel one store lacks is an error naming it
+    rc = main(["evaluate", "--forecast", str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "truth.zarr"),
+               "--out", str(out), "--channels", "z500,u850", "--no-plots"])
+    assert rc == 1
+    assert "u_component_of_wind" in capsys.readouterr().err
