@@ -117,7 +117,10 @@ def _resolve_leaf(token: str) -> Leaf:
         if m:
             name, level = canonical_name(m.group(1)), int(m.group(2))
         else:
-            name, level = parse_channel(token)
+            try:
+                name, level = parse_channel(token)
+            except LexiconError:
+                name, level = canonical_name(token), None   # e.g. "Z": a level is missing
     except LexiconError as e:
         raise TrackerError(f"unknown variable {token!r} in tracker command: {e}") from None
     if lookup(name).kind == "atmospheric" and level is None:
