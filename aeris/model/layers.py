@@ -125,22 +125,24 @@ def sincos_1d(pos: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tenso
     return torch.cat([a.sin(), a.cos()], dim=-1)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    """Fixed (parameter-free) embedding of the TrigFlow time: sincos_1d(scale * t), (B,) -> (B, dim) float32."""
-    return sincos_1d(t * scale, dim).float()
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed (parameter-free) embedding of the TrigFlow time: sincos_1d(scale * t), (B,) -> (B, dim)."""
+    return sincos_1d(t.to(torch.float64) * scale, dim).to(dtype)
 
 
-def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int) -> torch.Tensor:
+def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Fixed 2-D sinusoidal encoding of the GLOBAL (y, x) of each token id g = y*W + x.
 
-    First dim/2 channels: sincos_1d(y); last dim/2: sincos_1d(x). (..., ) ids -> (..., dim) float32.
+    First dim/2 channels: sincos_1d(y); last dim/2: sincos_1d(x). (..., ) ids -> (..., dim).
     """
     if dim % 4:
         raise ValueError(f"2-D position embedding needs dim % 4 == 0, got {dim}")
     g = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
     flat = g.reshape(-1)
     emb = torch.cat([sincos_1d(flat // W, dim // 2), sincos_1d(flat % W, dim // 2)], dim=-1)
-    return emb.reshape(*g.shape, dim).float()
+    return emb.reshape(*g.shape, dim).to(dtype)
 
 
 def _default_std(dim: int) -> float:
