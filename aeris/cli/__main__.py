@@ -1,0 +1,5 @@
+import sys
+
+from aeris.cli import main
+
+sys.exit(main())
