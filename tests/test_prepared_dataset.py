@@ -88,7 +88,26 @@ def test_round_trip_every_token(store):
     torch.testing.assert_close(ds.state_at(t)[0], ds[1]["cond"])
     torch.testing.assert_close(ds.forcing_at(t)[1], ds[2]["forcing"])
     with pytest.raises(DataError, match="not in the prepared store"):
-        ds.forcing_at([np.datetime64("2020-08-03T12")])  # t+dt = 18 UTC: beyond the stored times
+        ds.state_at([np.datetime64("2020-08-03T18")])  # beyond the stored times
+
+
+def test_computed_tisr_in_store_and_past_its_end(tmp_path):
+    from aeris.data.forcings import toa_incident_solar_radiation
+    ref = make_dataset(n_lat=9, n_lon=16, n_time=10, levels=LEVELS).drop_vars("toa_incident_solar_radiation")
+    cfg = _cfg(write(ref, tmp_path / "era5.zarr"))
+    prepare(cfg, WINDOW, progress=False)
+    ds = ForecastDataset(cfg, "test")
+    lat, lon = ds.latitudes, ds.longitudes
+    times = np.array(["2020-08-03T00", "2020-08-03T12", "2020-08-04T06"], dtype="datetime64[ns]")
+    f = ds.forcing_at(times).double().numpy()  # the last two need times past the store's end
+    torch.testing.assert_close(ds.forcing_at(times[:1])[0], ds[0]["forcing"])
+    for k, t in enumerate(times):
+        for j, tt in enumerate((t, t + np.timedelta64(6, "h"))):
+            want = toa_incident_solar_radiation(np.array([tt]), lat, lon)[0]
+            field = ds.to_field(f[k])[j]
+            got = ds.normalizer.denormalize_forcing(field[..., None].repeat(3, -1))[..., 0]
+            np.testing.assert_allclose(got, want, atol=1e-6 * want.max() + 1.0, err_msg=str(tt))
+    assert PreparedStore(prepared_path(cfg)).record["computed_forcings"] == ["toa_incident_solar_radiation"]
 
 
 def test_splits_and_errors(store, tmp_path):

@@ -28,7 +28,7 @@ Contract (the trainer and the rollout are written against it)
   ``normalize_state`` / ``denormalize_state`` / ``denormalize_residual`` (channel-last numpy
   or torch), ``state_at(times)`` (n, n_lw, tpp, C_prog) standardised states,
   ``forcing_at(times)`` (n, n_lw, tpp, C_forc) the forcing tokens of steps starting at each
-  time (needs t and t+dt in the prepared store), ``to_field(tokens)`` (..., H, W) for an index
+  time (read from the prepared store; TOA radiation computed analytically past its end), ``to_field(tokens)`` (..., H, W) for an index
   map that covers the whole field.
 * I/O: only the chunks holding this rank's tokens are read (``ds.io.bytes``/``ds.io.requests``
   count them). Picklable for DataLoader workers.
@@ -171,11 +171,29 @@ class ForecastDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def forcing_at(self, times) -> torch.Tensor:
-        """Forcing tokens of the steps t -> t+dt for each t in `times`: (n, n_lw, tpp, C_forc)."""
+        """Forcing tokens of the steps t -> t+dt for each t in `times`: (n, n_lw, tpp, C_forc).
+
+        Times in the prepared store are read from it. Beyond it (rollouts past the data) the
+        only forcing, TOA incident solar radiation, is computed analytically
+        (`aeris.data.forcings`); any other forcing there is a `DataError`.
+        """
         t = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
-        i0 = self.store.time_index(t)
-        i1 = self.store.time_index(t + self.dt)
-        return torch.from_numpy(np.ascontiguousarray(self._forcing_tokens(i0, i1)))
+        both = np.concatenate([t, t + self.dt])
+        inside = np.isin(both, self.store.times)
+        if inside.all() or self.store.forcing_channels != ["tisr"]:
+            i = self.store.time_index(both)  # names the missing times
+            return torch.from_numpy(np.ascontiguousarray(self._forcing_tokens(i[:len(t)], i[len(t):])))
+        from aeris.data.forcings import toa_incident_solar_radiation
+        block = np.empty((len(both), 1, len(self._rows), len(self._cols)), dtype=np.float32)
+        if inside.any():
+            block[inside] = self.store.read("forcing", self.store.time_index(both[inside]), self._rows, self._cols)
+        tisr = toa_incident_solar_radiation(both[~inside], self.latitudes[self._rows], self.longitudes[self._cols])
+        norm = self.normalizer
+        block[~inside, 0] = (tisr - norm.forcing_mean[0]) / norm.forcing_std[0]
+        f = self._gather(block)
+        static = self._static_tokens()
+        out = np.concatenate([f[:len(t)], f[len(t):], np.broadcast_to(static, (len(t), *static.shape))], axis=-1)
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
     def to_field(self, tokens):
         """Tokens (..., n_lw, tpp, C) of a whole-field index map -> field (..., C, H, W)."""

@@ -41,10 +41,12 @@ from zarr.storage import LocalStore, WrapperStore
 from aeris.data.config import DataConfig
 from aeris.data.lexicon import canonical_name
 from aeris.data.normalize import safe_std
-from aeris.data.stats import channel_sets, compute_and_save_stats, load_stats, stats_for, stats_path
+from aeris.data.stats import (
+    channel_sets, compute_and_save_stats, load_stats, open_config_store, stats_for, stats_path,
+)
 from aeris.data.store import (
-    DataError, drop_row, fill_nan_with_min, is_remote, model_grid, model_latitudes, open_store,
-    select_channels, select_period,
+    DataError, drop_row, fill_nan_with_min, is_remote, model_grid, model_latitudes, select_channels,
+    select_period,
 )
 
 __all__ = ["prepare", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
@@ -297,8 +299,7 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
     expected = expected_record(cfg, stats) | {"window": list(window), "tile": list(tile)}
 
     prog, forc, stat = channel_sets(cfg)
-    variables = [*cfg.surface, *cfg.atmospheric, *cfg.forcings, *cfg.static]
-    ds = open_store(cfg.path, variables=variables, levels=cfg.levels if cfg.atmospheric else None)
+    ds = open_config_store(cfg)
     n_lat, n_lon = ds.sizes["latitude"], ds.sizes["longitude"]
     H, W = model_grid(n_lat, n_lon, cfg.drop_lat_row, window)
     times_all = ds["time"].values.astype("datetime64[ns]")
@@ -337,6 +338,8 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
             "stats_file": str(spath), "compressor": compressor, "levels": [int(v) for v in cfg.levels],
             "time_range": [str(times[0]), str(times[-1])], "n_times": int(len(times)),
             "synthetic": "synthetic" in json.dumps(ds.attrs, default=str).lower(),
+            "computed_forcings": [v for v in ds.data_vars
+                                  if "aeris.data.forcings" in str(ds[v].attrs.get("source", ""))],
         }
         _coord(group, "time", times.astype(np.int64), ("time",),
                {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"})

@@ -33,10 +33,13 @@ from tqdm.auto import tqdm
 
 from aeris.data.config import DataConfig
 from aeris.data.lexicon import canonical_name, channel_name, channel_names, parse_channel
-from aeris.data.store import DataError, fill_nan_with_min, is_remote, open_store, select_period
+from aeris.data.store import (
+    DataError, _select_levels, _select_variables, fill_nan_with_min, is_remote, open_store, select_period,
+)
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "stats_path", "channel_sets",
-           "compute_and_save_stats", "time_pairs", "STATS_VARIABLES"]
+           "compute_and_save_stats", "time_pairs", "open_config_store", "with_computed_tisr",
+           "STATS_VARIABLES"]
 
 STATS_VARIABLES = ("mean", "std", "diff_mean", "diff_std")
 
@@ -218,14 +221,45 @@ def stats_for(stats: xr.Dataset, channels: Sequence[str], need_diff: bool = Fals
     return out
 
 
+def with_computed_tisr(ds: xr.Dataset, chunk: int = 8) -> xr.Dataset:
+    """`ds` plus a lazy ``toa_incident_solar_radiation`` computed analytically
+    (`aeris.data.forcings`, 1-h accumulation ending at each time) when the store lacks it."""
+    if "toa_incident_solar_radiation" in ds.data_vars:
+        return ds
+    from aeris.data.forcings import toa_incident_solar_radiation
+    lat = ds["latitude"].values.astype(np.float64)
+    lon = ds["longitude"].values.astype(np.float64)
+    t = dsa.from_array(ds["time"].values.astype("datetime64[ns]").astype(np.int64), chunks=chunk)
+
+    def block(tb):
+        return toa_incident_solar_radiation(tb.astype("datetime64[ns]"), lat, lon).astype(np.float32)
+
+    arr = t.map_blocks(block, new_axis=[1, 2], chunks=(t.chunks[0], (lat.size,), (lon.size,)),
+                       dtype=np.float32)
+    da = xr.DataArray(arr, dims=("time", "latitude", "longitude"),
+                      coords={"time": ds["time"], "latitude": ds["latitude"], "longitude": ds["longitude"]},
+                      attrs={"units": "J m**-2", "source": "computed by aeris.data.forcings"})
+    return ds.assign(toa_incident_solar_radiation=da)
+
+
+def open_config_store(cfg: DataConfig) -> xr.Dataset:
+    """The configured store with just the configured variables and levels (lazy); a missing
+    ``toa_incident_solar_radiation`` forcing is computed analytically."""
+    ds = open_store(cfg.path)
+    if "toa_incident_solar_radiation" in {canonical_name(v) for v in cfg.forcings}:
+        ds = with_computed_tisr(ds)
+    variables = [*cfg.surface, *cfg.atmospheric, *cfg.forcings, *cfg.static]
+    ds = _select_variables(ds, variables, str(cfg.path))
+    return _select_levels(ds, cfg.levels, str(cfg.path)) if cfg.atmospheric else ds
+
+
 def compute_and_save_stats(cfg: DataConfig, overwrite: bool = True) -> Path:
     """Statistics of the configured store over the TRAINING period, saved at `stats_path(cfg)`."""
     path = Path(stats_path(cfg))
     if path.exists() and not overwrite:
         return path
     prog, forc, stat = channel_sets(cfg)
-    variables = [*cfg.surface, *cfg.atmospheric, *cfg.forcings, *cfg.static]
-    ds = open_store(cfg.path, variables=variables, levels=cfg.levels if cfg.atmospheric else None)
+    ds = open_config_store(cfg)
     stats = compute_stats(ds, prog, cfg.dt_hours, cfg.forcings, cfg.static, cfg.train_period,
                           cfg.fill_nan_with_min)
     return save_stats(stats, path)
