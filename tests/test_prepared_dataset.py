@@ -194,3 +194,26 @@ def test_dataset_pickles_for_workers(store):
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)
     batch = next(iter(loader))
     assert batch["cond"].shape == (2, 8, 16, 6)
+
+
+def test_cli_stats_prepare_info(tmp_path, capsys):
+    from aeris.cli import main
+    ref = make_dataset(n_lat=9, n_lon=16, n_time=10, levels=LEVELS)
+    path = write(ref.assign_attrs(description="SYNTHETIC test data"), tmp_path / "era5.zarr")
+    ov = [f"data.path={path}", "data.surface=[2m_temperature]", "data.atmospheric=[geopotential]",
+          "data.levels=[500]", "data.train_period=[2020-08-01, 2020-08-01T18]",
+          "data.val_period=[2020-08-02, 2020-08-02]", "data.test_period=[2020-08-03, 2020-08-03]"]
+    assert main(["data", "stats", *ov]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}.stats.nc" in out and "z500" in out
+    assert main(["data", "prepare", "--window", "4x8", *ov]) == 0
+    assert "grid 8x16, window 4x8, chunk tile 2x4" in capsys.readouterr().out
+    assert main(["data", "prepare", "--window", "4", *ov]) == 1  # another window: refused
+    assert "window" in capsys.readouterr().err
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic: yes" in out and "grid: 9 x 16" in out and "levels [hPa]: [500, 850]" in out
+    assert main(["data", "info", str(tmp_path / "era5.prepared.zarr")]) == 0
+    assert "channels (2): t2m z500" in capsys.readouterr().out
+    assert main(["data", "info", str(tmp_path / "missing.zarr")]) == 1
+    assert main(["data"]) == 2
