@@ -257,12 +257,15 @@ def latitude_wrap_mask(layout: WindowLayout, frame: int, wy: int, wx: int) -> np
     """Attention mask that stops shifted windows from mixing the two poles.
 
     In frame 1 the windows of the last window row wrap from the bottom rows of the field
-    (one pole) to the top rows (the other pole). Token i may attend token j iff their global
-    rows differ by less than ws_h (never true across the wrap, always true otherwise).
+    (one pole) to the top rows (the other pole). A token has "wrapped" when its row in the
+    rolled frame plus the roll offset passes the last row (it came across the seam); token i
+    may attend token j iff both wrapped or neither did.
     Returns a bool array (n_local_windows, T, T) with T = ws_h*ws_w (True = may attend), or
     None when no local window of window rank (wy, wx) wraps (nothing to mask).
     """
     ids = layout.window_ids(frame, wy, wx)
-    rows = ids // layout.W
-    allowed = np.abs(rows[:, :, None] - rows[:, None, :]) < layout.ws_h
+    oy, _ = layout.shift(frame)
+    frame_row = (ids // layout.W - oy) % layout.H
+    wrapped = frame_row + oy >= layout.H
+    allowed = wrapped[:, :, None] == wrapped[:, None, :]
     return None if allowed.all() else allowed

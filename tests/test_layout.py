@@ -244,8 +244,6 @@ def test_latitude_wrap_mask(case):
                 assert m[k].all()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: with a single window row (H == ws_h) the "
-                   "row-distance test cannot see the wrap; see report")
 def test_latitude_wrap_mask_single_window_row():
     lay = WindowLayout(4, 8, 4, 4)
     m = latitude_wrap_mask(lay, 1, 0, 0)
