@@ -71,8 +71,16 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Records of a metrics.jsonl file. A half-written LAST line (the run was killed while
+    logging) is skipped with a warning; a bad line anywhere else is an error naming it."""
+    lines = [(i, ln) for i, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()]
     out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
+    for k, (i, line) in enumerate(lines):
+        try:
             out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1:
+                warnings.warn(f"{path}: ignoring a truncated last line {i} ({e})")
+                break
+            raise ValueError(f"{path}: line {i} is not JSON: {e}") from e
     return out
