@@ -17,7 +17,6 @@ launchers that need one).
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from typing import Any, Callable
@@ -26,14 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from swipe.launch import free_port  # re-exported for tests that need a TCP rendezvous
+
 __all__ = ["run_distributed", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (bind to port 0 and release)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 def _entry(rank: int, fn: Callable, world_size: int, args: tuple, workdir: str, backend: str,

@@ -1,0 +1,331 @@
+"""One call that starts torch.distributed under whatever launched us.
+
+    info = init_distributed()          # DistInfo(rank, world_size, local_rank, device, backend, launcher)
+    ...
+    shutdown()
+
+Launchers, detected in this order (``launcher=`` or env ``SWIPE_LAUNCHER`` forces one):
+
+* ``torchrun``: RANK and WORLD_SIZE are set (torchrun / torch.distributed.run, or a user who
+  set MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE by hand); LOCAL_RANK (default 0).
+* ``mpi``: an MPI launcher's variables are set (mpiexec/mpirun of MPICH/Intel MPI/Open MPI,
+  PBS + PALS on Aurora/Polaris, srun --mpi=pmi*). Rank and size from mpi4py's COMM_WORLD; rank
+  0 picks the rendezvous (MASTER_ADDR or its host name, MASTER_PORT or a free port) and
+  broadcasts it; local rank from PALS_LOCAL_RANKID / MPI_LOCALRANKID /
+  OMPI_COMM_WORLD_LOCAL_RANK / ..., else from an MPI shared-memory split.
+* ``slurm``: inside an srun step (SLURM_STEP_ID and SLURM_PROCID set): SLURM_PROCID,
+  SLURM_STEP_NUM_TASKS (or SLURM_NTASKS), SLURM_LOCALID; master = first host of
+  SLURM_STEP_NODELIST / SLURM_NODELIST (compact hostlist syntax, e.g. ``nid[001-004,007]``);
+  port = MASTER_PORT, else 29500 + SLURM_JOB_ID % 10000 (identical on every task without a
+  broadcast).
+* ``single``: none of the above: world of 1. A one-rank group is still initialised (on an
+  in-memory HashStore, no port) so collectives and DeviceMesh work unchanged.
+
+MPI is checked before Slurm because ranks started by mpiexec inside a Slurm allocation inherit
+SLURM_* variables that describe the allocation, not the MPI job.
+
+The rendezvous variables (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) are exported
+so that libraries reading them (DeepSpeed, torch elastic helpers) agree with us.
+
+Backend from the device: nccl (CUDA), xccl or ccl (Intel XPU, whichever is available), gloo
+(CPU). Device: ``device`` if given, else CUDA, XPU or CPU, whichever exists; accelerator index
+= local rank modulo the visible devices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Mapping
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistInfo", "LaunchEnv", "LaunchError", "LAUNCHERS", "init_distributed", "shutdown",
+    "detect_launcher", "torchrun_env", "slurm_env", "mpi_local_rank", "parse_hostlist",
+    "backend_for_device", "pick_device", "free_port",
+]
+
+LAUNCHERS = ("torchrun", "mpi", "slurm", "single")
+
+# variables set by MPI launchers (any one of them means "started by MPI")
+_MPI_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PALS_RANKID",
+                "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
+# local-rank variables of MPI launchers, most specific first
+_MPI_LOCAL_RANK = ("PALS_LOCAL_RANKID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                   "MV2_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID")
+
+
+class LaunchError(RuntimeError):
+    """The environment does not describe a consistent distributed launch."""
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    launcher: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What the environment says before any rendezvous (None = decided later, e.g. by MPI)."""
+
+    launcher: str
+    rank: int | None = None
+    world_size: int | None = None
+    local_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+
+
+# ---- pure parsing ---------------------------------------------------------------------------
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except KeyError:
+        raise LaunchError(f"environment variable {name} is not set") from None
+    except ValueError:
+        raise LaunchError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+
+def _split_top_level(spec: str) -> list[str]:
+    """Split on commas that are not inside brackets."""
+    parts, depth, cur = [], 0, []
+    for ch in spec:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise LaunchError(f"hostlist {spec!r}: unbalanced ']'")
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise LaunchError(f"hostlist {spec!r}: unbalanced '['")
+    parts.append("".join(cur))
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def _expand_range(body: str, spec: str) -> list[str]:
+    out = []
+    for item in body.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        if not m:
+            raise LaunchError(f"hostlist {spec!r}: bad range {item!r}")
+        lo, hi = m.group(1), m.group(2) or m.group(1)
+        if int(hi) < int(lo):
+            raise LaunchError(f"hostlist {spec!r}: descending range {item!r}")
+        width = len(lo)  # zero padding of the first bound is kept: nid[001-010]
+        out.extend(f"{i:0{width}d}" for i in range(int(lo), int(hi) + 1))
+    return out
+
+
+def _expand_item(item: str, spec: str) -> list[str]:
+    m = re.search(r"\[([^\]]*)\]", item)
+    if not m:
+        return [item]
+    head, tail = item[:m.start()], item[m.end():]
+    return [head + v + t for v in _expand_range(m.group(1), spec) for t in _expand_item(tail, spec)]
+
+
+def parse_hostlist(spec: str) -> list[str]:
+    """Expand a Slurm compact host list: ``nid[001-003,007],login1`` ->
+    ``['nid001', 'nid002', 'nid003', 'nid007', 'login1']``; several bracket groups in one
+    name expand as a product (``r[1-2]n[1-2]`` -> r1n1 r1n2 r2n1 r2n2)."""
+    hosts = [h for item in _split_top_level(spec) for h in _expand_item(item, spec)]
+    if not hosts:
+        raise LaunchError(f"empty host list {spec!r}")
+    return hosts
+
+
+def detect_launcher(env: Mapping[str, str]) -> str:
+    """One of LAUNCHERS, from environment variables only (order in the module docstring)."""
+    forced = env.get("SWIPE_LAUNCHER")
+    if forced:
+        if forced not in LAUNCHERS:
+            raise LaunchError(f"SWIPE_LAUNCHER={forced!r}; expected one of {LAUNCHERS}")
+        return forced
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return "torchrun"
+    if any(k in env for k in _MPI_MARKERS):
+        return "mpi"
+    if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
+        return "slurm"
+    return "single"
+
+
+def torchrun_env(env: Mapping[str, str]) -> LaunchEnv:
+    rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+    if not 0 <= rank < world:
+        raise LaunchError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    if "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+        raise LaunchError("RANK/WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not "
+                          "(torchrun sets all four; set them when launching by hand)")
+    port = _int(env, "MASTER_PORT")
+    if not 0 < port < 65536:
+        raise LaunchError(f"MASTER_PORT={port} is not a usable port (1-65535)")
+    return LaunchEnv("torchrun", rank, world, int(env.get("LOCAL_RANK", 0)), env["MASTER_ADDR"], port)
+
+
+def slurm_env(env: Mapping[str, str]) -> LaunchEnv:
+    rank = _int(env, "SLURM_PROCID")
+    world = _int(env, "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS")
+    if not 0 <= rank < world:
+        raise LaunchError(f"SLURM_PROCID={rank} is not in [0, {world})")
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise LaunchError("Slurm launch without SLURM_STEP_NODELIST / SLURM_NODELIST: cannot find the master host")
+    addr = env.get("MASTER_ADDR") or parse_hostlist(nodelist)[0]
+    if "MASTER_PORT" in env:
+        port = _int(env, "MASTER_PORT")
+    else:
+        port = 29500 + _int(env, "SLURM_JOB_ID") % 10000 if "SLURM_JOB_ID" in env else 29500
+    return LaunchEnv("slurm", rank, world, int(env.get("SLURM_LOCALID", 0)), addr, port)
+
+
+def mpi_local_rank(env: Mapping[str, str]) -> int | None:
+    """Node-local rank from the MPI launcher's variables, or None if none is set."""
+    for name in _MPI_LOCAL_RANK:
+        if name in env:
+            return _int(env, name)
+    return None
+
+
+def backend_for_device(device_type: str, available: Callable[[str], bool] | None = None) -> str:
+    """nccl for cuda, xccl or ccl for xpu (whichever ``available``), gloo for cpu."""
+    available = available or _backend_available
+    if device_type == "cuda":
+        return "nccl"
+    if device_type == "xpu":
+        for b in ("xccl", "ccl"):
+            if available(b):
+                return b
+        raise LaunchError("XPU device but neither the 'xccl' backend (torch >= 2.8 built with XPU) "
+                          "nor 'ccl' (pip install oneccl_bind_pt) is available")
+    if device_type == "cpu":
+        return "gloo"
+    raise LaunchError(f"no distributed backend known for device type {device_type!r}")
+
+
+def _backend_available(name: str) -> bool:
+    if name == "ccl":
+        try:  # registers the 'ccl' backend as a side effect
+            import oneccl_bindings_for_pytorch  # noqa: F401
+        except ImportError:
+            return False
+    try:
+        return bool(dist.is_backend_available(name))
+    except Exception:  # older torch: unknown names raise
+        return False
+
+
+def pick_device(local_rank: int, device: str | torch.device | None = None) -> torch.device:
+    """The device this rank computes on; an accelerator is also made current."""
+    if device is None:
+        if torch.cuda.is_available():
+            dtype = "cuda"
+        elif hasattr(torch, "xpu") and torch.xpu.is_available():
+            dtype = "xpu"
+        else:
+            dtype = "cpu"
+        d = torch.device(dtype)
+    else:
+        d = torch.device(device)
+    if d.type == "cpu":
+        return torch.device("cpu")
+    mod = getattr(torch, d.type)
+    if d.index is None:
+        n = mod.device_count()
+        if n < 1:
+            raise LaunchError(f"device type {d.type!r} requested but no such device is visible")
+        d = torch.device(d.type, local_rank % n)
+    mod.set_device(d)
+    return d
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and release)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- the one call ---------------------------------------------------------------------------
+def _mpi_env(env: Mapping[str, str]) -> LaunchEnv:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, world = comm.Get_rank(), comm.Get_size()
+    local = mpi_local_rank(env)
+    if local is None:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+        local = node.Get_rank()
+        node.Free()
+    rdv = None
+    if rank == 0:
+        addr = env.get("MASTER_ADDR") or socket.gethostname()
+        port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else free_port()
+        rdv = (addr, port)
+    addr, port = comm.bcast(rdv, root=0)
+    return LaunchEnv("mpi", rank, world, local, addr, port)
+
+
+def launch_env(launcher: str = "auto", env: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Rank, world size, local rank and rendezvous for ``launcher`` (MPI: collective)."""
+    env = os.environ if env is None else env
+    launcher = detect_launcher(env) if launcher == "auto" else launcher
+    if launcher == "torchrun":
+        return torchrun_env(env)
+    if launcher == "slurm":
+        return slurm_env(env)
+    if launcher == "mpi":
+        return _mpi_env(env)
+    if launcher == "single":
+        return LaunchEnv("single", 0, 1, 0)
+    raise LaunchError(f"unknown launcher {launcher!r}; expected 'auto' or one of {LAUNCHERS}")
+
+
+def init_distributed(backend: str = "auto", device: str | torch.device | None = None,
+                     launcher: str = "auto", timeout: timedelta = timedelta(minutes=10)) -> DistInfo:
+    """Initialise the default process group for the current launch; returns DistInfo.
+
+    Idempotent: if a group already exists, describes it (launcher "existing").
+    """
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        dev = pick_device(local, device)
+        return DistInfo(rank, world, local, dev, dist.get_backend(), "existing")
+    le = launch_env(launcher)
+    dev = pick_device(le.local_rank, device)
+    be = backend_for_device(dev.type) if backend == "auto" else backend
+    if le.launcher == "single":
+        dist.init_process_group(be, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    else:
+        os.environ.update(MASTER_ADDR=str(le.master_addr), MASTER_PORT=str(le.master_port),
+                          RANK=str(le.rank), WORLD_SIZE=str(le.world_size), LOCAL_RANK=str(le.local_rank))
+        kw = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(be, init_method="env://", rank=le.rank, world_size=le.world_size,
+                                timeout=timeout, **kw)
+    return DistInfo(le.rank, le.world_size, le.local_rank, dev, be, le.launcher)
+
+
+def shutdown() -> None:
+    """Destroy the default process group (no-op if none)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
