@@ -164,3 +164,45 @@ def test_verify_storm_tables():
     np.testing.assert_allclose(by.ensmean_pos_err_km, 50.0, rtol=1e-3)    # mean track at +50 km
     with pytest.raises(ValueError, match="one best-track storm"):
         verify_storm(tracks, pd.concat([best, best.assign(sid="X")]))
+
+
+def test_aeris_track_cli_end_to_end(tmp_path):
+    """Truth + forecast zarr stores with a storm on Laura's real best track -> `aeris track`."""
+    from track_fixtures import forecast_store, truth_store
+
+    from aeris.cli import main
+    from aeris.evaluate.besttrack import load_ibtracs, select_storms
+    from aeris.evaluate.tracker import read_tracks
+    laura = select_storms(load_ibtracs(), sid="2020233N14313")
+    laura = laura[(laura.time >= "2020-08-21") & (laura.time <= "2020-08-26T18")].reset_index(drop=True)
+    pos = laura.set_index("time")[["lat", "lon"]]
+    truth = truth_store(laura.time, lambda k: [dict(lat=laura.lat[k], lon=laura.lon[k], vmax=25.0)])
+    init = pd.Timestamp("2020-08-23")
+
+    def storms(i, m, k):
+        p = pos.loc[init + pd.Timedelta(hours=6 * k)]
+        return [dict(lat=p.lat + 2.0 * m * k / 8, lon=p.lon, vmax=20.0)]
+
+    fc = forecast_store([init], 9, 2, storms).drop_vars("geopotential_at_surface")
+    truth.to_zarr(tmp_path / "truth.zarr")
+    fc.to_zarr(tmp_path / "fc.zarr")
+    out = tmp_path / "out"
+    rc = main(["track", str(tmp_path / "truth.zarr"), str(tmp_path / "fc.zarr"),
+               "track.verify.strike_resolution=2.0", "--out", str(out), "--storm", "2020233N14313", "-q"])
+    assert rc == 0
+    ft = read_tracks(out / "tracks_fc.nc")
+    assert sorted(ft.member.unique()) == [0, 1] and (ft.init == init).all()
+    d = out / "2020233N14313" / "fc"
+    by = pd.read_csv(d / "errors_by_lead.csv")
+    assert by.frac_tracking.eq(1.0).all() and len(by) == 9
+    # member 0 sits on the best track (grid of 2 degrees: < 1.5 deg off), member 1 drifts north
+    mem = pd.read_csv(d / "member_errors.csv")
+    assert mem[mem.member == 0].pos_err_km.max() < 170
+    m1 = mem[mem.member == 1].sort_values("lead_h")
+    assert m1.pos_err_km.iloc[-1] > 150 and (m1.cross_err_km.iloc[-4:] > 0).all()  # right of a WNW track
+    for png in ("track_map", "intensity", "errors_by_lead", "strike_probability"):
+        assert (d / f"{png}.png").stat().st_size > 10_000
+    assert (out / "detection_truth.json").exists()
+    an = pd.read_csv(out / "2020233N14313" / "analysis_truth.csv")
+    assert len(an) == len(laura)
+    assert main(["track", str(tmp_path / "nope.zarr"), "--out", str(out), "-q"]) == 1
