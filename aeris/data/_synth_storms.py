@@ -9,7 +9,7 @@ Vortex (Holland 1980 shape, widened so that a coarse grid resolves it):
 with B = 2.5, rm = max(0.5 deg, 1.1 * grid spacing), taper = 1 inside 3 rm falling as cos^2 to
 0 at 6 rm, dp0 = (environment MSL at the centre) - (best-track pressure) so that the central
 MSL equals the best-track pressure, V_max = best-track wind (kt -> m/s) at 10 m (with 20 deg
-inflow), scaled by height (`wind_level_factor`), and dT0 = 1 K + 0.12 K/hPa * dp0.
+inflow), scaled by height (`wind_level_factor`), and dT0 = min(2 K + 0.15 K/hPa * dp0, 15 K).
 Winds are cyclonic: counter-clockwise in the northern hemisphere, clockwise in the southern.
 """
 
@@ -25,7 +25,7 @@ __all__ = [
     "BASINS", "KT_TO_MS", "HOLLAND_B", "INFLOW_DEG",
     "load_ibtracs", "select_storms", "interpolate_tracks",
     "pressure_from_wind", "wind_from_pressure",
-    "holland_deficit", "holland_wind_shape", "taper", "warm_core_profile", "wind_level_factor",
+    "holland_deficit", "holland_wind_shape", "taper", "warm_core_profile", "warm_core_amplitude", "wind_level_factor",
     "storm_radius_deg", "VortexGrid",
 ]
 
@@ -152,6 +152,11 @@ def taper(r, rm):
 def warm_core_profile(p_hpa):
     """Vertical shape of the warm core: exp(-(ln(p/300)/0.5)^2), peak 1 at 300 hPa."""
     return np.exp(-(np.log(np.asarray(p_hpa, dtype=np.float64) / 300.0) / 0.5) ** 2)
+
+
+def warm_core_amplitude(depth_hpa):
+    """Warm-core temperature anomaly at 300 hPa (K) of a storm `depth_hpa` deep."""
+    return np.minimum(2.0 + 0.15 * np.asarray(depth_hpa, dtype=np.float64), 15.0)
 
 
 def wind_level_factor(p_hpa):

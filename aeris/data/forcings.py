@@ -65,6 +65,8 @@ _SECONDS_PER_DAY = 86400.0
 # ---- input checks ---------------------------------------------------------------------------
 def _as_times(time) -> np.ndarray:
     t = np.atleast_1d(np.asarray(time))
+    if t.dtype.kind in "biufc":
+        raise TypeError(f"time must be datetime64 values, got numbers of dtype {t.dtype}")
     if not np.issubdtype(t.dtype, np.datetime64):
         try:
             t = t.astype("datetime64[ns]")

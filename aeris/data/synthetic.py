@@ -5,7 +5,8 @@ latitude, longitude), latitude 90 -> -90, longitude 0 .. <360, one time step per
 fields are built from (see data/README.md):
 
 * a predictable part: a zonal-mean climate driven by the real TOA insolation
-  (annual mean + a lagged seasonal cycle, a diurnal cycle over land), an ITCZ that follows
+  (a lagged seasonal cycle, a diurnal cycle over land) around a prescribed annual-mean
+  meridional profile (flat tropics), an ITCZ that follows
   the sun, subtropical highs / subpolar lows, and eastward-propagating planetary waves
   (zonal wavenumbers 1-6, phase speed 12 - 10/m^2 deg/day, stronger in winter);
 * a stochastic part: seeded AR(1)-in-time, spherical-harmonic red noise in the column
@@ -54,8 +55,8 @@ SURFACE = ("2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind
            "mean_sea_level_pressure", "sea_surface_temperature", "toa_incident_solar_radiation")
 STATIC = ("geopotential_at_surface", "land_sea_mask")
 
-# climate constants (K per W m-2 of insolation, days of lag): tuned for plausible magnitudes
-_K_ANNUAL = 0.184     # equator-pole contrast from the annual-mean insolation
+# climate constants (K, K per W m-2 of insolation, days of lag): tuned for plausible magnitudes
+_THETA_ANNUAL = (11.0, 42.0)  # annual mean column anomaly a - b |sin(lat)|^3: flat tropics
 _K_SEASON = 0.035     # column seasonal cycle, lagged
 _K_LAND = 0.03        # extra seasonal cycle of 2 m temperature over land
 _K_DIURNAL = (0.0008, 0.008)  # (ocean, land) diurnal response to the instantaneous flux
@@ -134,8 +135,7 @@ class _Generator:
         # annual-mean insolation from 73 days of a reference year, and its global mean
         ref_days = np.datetime64("2001-01-01T00", "ns") + np.arange(0, 365, 5) * np.timedelta64(1, "D")
         self.q_annual = daily_mean_insolation(ref_days, self.lat).mean(axis=0)
-        w = np.cos(np.deg2rad(self.lat))
-        self.q_global = float(np.sum(self.q_annual * w) / np.sum(w))
+        self.theta_annual = _THETA_ANNUAL[0] - _THETA_ANNUAL[1] * np.abs(np.sin(np.deg2rad(self.lat))) ** 3
 
         p = self.levels.astype(np.float64)
         self.t_ref = phys.reference_temperature(p)
@@ -191,9 +191,9 @@ class _Generator:
         f32 = np.float32
 
         q_col = self._lagged_insolation(t, _LAG_DAYS["column"])
-        theta_zm = _K_ANNUAL * (self.q_annual - self.q_global) - 1.5 + _K_SEASON * (q_col - self.q_annual)
+        theta_zm = self.theta_annual + _K_SEASON * (q_col - self.q_annual)
         theta = (theta_zm.astype(f32)[:, :, None] + self._waves(t, _WAVE_THETA_K)
-                 + f32(2.5) * (0.4 + 0.6 * sin2).astype(f32)[None, :, None] * self.noise["theta"].fields(i0, i1))
+                 + f32(2.5) * (0.2 + 0.8 * sin2).astype(f32)[None, :, None] * self.noise["theta"].fields(i0, i1))
 
         dec_itcz = solar_position(t - np.timedelta64(int(_LAG_DAYS["itcz"] * 86400), "s"))["declination"]
         itcz = 5.0 + 8.0 * np.sin(dec_itcz) / np.sin(np.deg2rad(23.44))
@@ -215,7 +215,7 @@ class _Generator:
                 vmax = s.wind_kt * storms_mod.KT_TO_MS
                 deficit, vshape, cshape, (te, tn), (re, rn) = self.vgrid.vortex(s.lat, s.lon, self.rm)
                 msl_anom[k] -= (dp0 * deficit).astype(f32)
-                core[k] += ((1.0 + 0.12 * dp0 / 100.0) * cshape).astype(f32)
+                core[k] += (storms_mod.warm_core_amplitude(dp0 / 100.0) * cshape).astype(f32)
                 moist[k] = np.maximum(moist[k], cshape)
                 wind_tan[k, 0] += (vmax * vshape * te).astype(f32)
                 wind_tan[k, 1] += (vmax * vshape * tn).astype(f32)
@@ -258,8 +258,7 @@ class _Generator:
                - f32(0.0065 / phys.GRAVITY) * self.zs.astype(f32)[None])
 
         q_sst = self._lagged_insolation(t, _LAG_DAYS["sst"])
-        sst_zm = self.t_ref_1000 + 0.9 * _K_ANNUAL * (self.q_annual - self.q_global) - 1.5 + 0.015 * (
-            q_sst - self.q_annual)
+        sst_zm = self.t_ref_1000 + 0.9 * self.theta_annual + 0.015 * (q_sst - self.q_annual)
         sst = sst_zm.astype(f32)[:, :, None] + f32(0.4) * self.noise["sst"].fields(i0, i1)
         sst = np.where(self.ocean[None], np.clip(sst, 271.35, 304.0), np.nan).astype(f32)
 
@@ -304,7 +303,7 @@ def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
         "storms_source": storms_source,
         "storm_truth": storm_truth_path(cfg.out).name,
         "storm_profile": (f"Holland B={storms_mod.HOLLAND_B}, radius of max wind {gen.rm:.3f} deg, "
-                          "warm core 1 K + 0.12 K/hPa of depth peaking at 300 hPa"),
+                          "warm core 2 K + 0.15 K/hPa of depth (<= 15 K) peaking at 300 hPa"),
         "seed": int(cfg.seed),
         "generator_version": GENERATOR_VERSION,
         "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
