@@ -4,7 +4,8 @@
 
 ``fn(rank, world_size, *args)`` runs in every process after ``init_process_group``; its
 return value (anything ``torch.save`` can write) comes back in ``results[rank]``. An exception
-in any rank is raised in the caller with that rank's traceback; a hang raises TimeoutError
+in any rank is raised in the caller as a RuntimeError carrying the traceback of the rank that
+failed FIRST (not of a peer that then died of a closed connection); a hang raises TimeoutError
 after ``timeout`` seconds and kills the processes.
 
 Processes are forked by default (0.3 s for 8 ranks instead of ~15-25 s for spawn, which
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import traceback
 from typing import Any, Callable
 
 import torch
@@ -37,13 +39,43 @@ def _entry(rank: int, fn: Callable, world_size: int, args: tuple, workdir: str, 
     store = dist.FileStore(os.path.join(workdir, "store"), world_size)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     try:
-        result = fn(rank, world_size, *args)
+        try:
+            result = fn(rank, world_size, *args)
+        except BaseException:
+            # record when and why, before peers die of "connection closed" in turn
+            _write(os.path.join(workdir, f"error{rank}.txt"),
+                   f"{time.time()!r}\n{traceback.format_exc()}")
+            raise
         tmp = os.path.join(workdir, f"result{rank}.tmp")
         torch.save(result, tmp)
         os.replace(tmp, os.path.join(workdir, f"result{rank}.pt"))
         dist.barrier()  # nobody tears down the group while a peer still communicates
     finally:
         dist.destroy_process_group()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _first_failure(workdir: str, world_size: int) -> str | None:
+    """The traceback of the rank that failed first, and which others failed too."""
+    errs = []
+    for r in range(world_size):
+        try:
+            with open(os.path.join(workdir, f"error{r}.txt")) as f:
+                t, tb = f.read().split("\n", 1)
+            errs.append((float(t), r, tb))
+        except FileNotFoundError:
+            continue
+    if not errs:
+        return None
+    errs.sort()
+    t0, r0, tb0 = errs[0]
+    others = f" (ranks {[r for _, r, _ in errs[1:]]} failed after it)" if len(errs) > 1 else ""
+    return f"rank {r0} failed first{others}:\n{tb0}"
 
 
 def run_distributed(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
@@ -64,12 +96,19 @@ def run_distributed(fn: Callable[..., Any], world_size: int, args: tuple = (), *
                                  nprocs=world_size, join=False, start_method=start_method)
         deadline = time.monotonic() + timeout
         try:
-            # join() raises ProcessRaisedException (with the rank's traceback) on a failure
-            while not ctx.join(timeout=max(0.0, min(1.0, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"{world_size}-process run of {getattr(fn, '__name__', fn)} did not finish "
-                        f"within {timeout:.0f} s (deadlock? mismatched collectives?)")
+            try:
+                while not ctx.join(timeout=max(0.0, min(1.0, deadline - time.monotonic()))):
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"{world_size}-process run of {getattr(fn, '__name__', fn)} did not "
+                            f"finish within {timeout:.0f} s (deadlock? mismatched collectives?)")
+            except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+                # join() reports whichever rank it noticed first, often a peer that died of
+                # "connection closed": report the rank that failed first instead
+                first = _first_failure(workdir, world_size)
+                if first is None:
+                    raise
+                raise RuntimeError(first) from e
         finally:
             for p in ctx.processes:
                 if p.is_alive():

@@ -234,3 +234,30 @@ def test_shape_errors():
         ulysses_to_heads(torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="expects \\(B, n_lw, tokens_per_piece"):
         shift_exchange(torch.zeros(4, 4), WindowLayout(8, 8, 4, 4).route(0, 1), 0)
+
+
+# ---- the multi-process helper itself --------------------------------------------------------
+def _raise_on_rank_one(rank, world):
+    if rank == 1:
+        raise RuntimeError("rank one exploded")
+    dist.barrier()
+
+
+def _hang(rank, world):
+    import time
+    if rank == 1:
+        time.sleep(120)  # rank 0 waits for it in the helper's closing barrier
+
+
+def test_run_distributed_propagates_rank_traceback():
+    with pytest.raises(RuntimeError, match="rank 1 failed first") as e:
+        run_distributed(_raise_on_rank_one, 2, timeout=60)
+    assert "rank one exploded" in str(e.value) and "_raise_on_rank_one" in str(e.value)
+
+
+def test_run_distributed_timeout():
+    import time
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not finish within 3 s"):
+        run_distributed(_hang, 2, timeout=3)
+    assert time.monotonic() - t0 < 30
