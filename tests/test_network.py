@@ -458,3 +458,13 @@ def test_per_block_parameter_budget_of_the_paper_shapes():
         blk = AerisNet(c40, 1, 1, (30, 30)).blocks[0]
     d = 6144
     assert sum(p.numel() for p in blk.parameters()) == 4 * d * d + 3 * d * 40960 + 6 * d * d + 2 * d + 6 * d
+
+
+def test_forward_keeps_every_tensor_on_the_model_device():
+    """A meta-device forward fails if any tensor (embeddings, RoPE angles, masks) is made on the CPU."""
+    cfg = ModelConfig(dim=16, depth=2, heads=2, window=[4, 4])
+    layout = WindowLayout(8, 16, 4, 4)
+    net = AerisNet(cfg, 3, 5, (8, 16)).to("meta")
+    out = net(torch.empty(2, layout.n_local_windows, layout.tokens_per_piece, 5, device="meta"),
+              torch.empty(2, device="meta"), SerialContext(layout))
+    assert out.device.type == "meta" and out.shape == (2, 8, 16, 3)

@@ -70,7 +70,7 @@ def axial_rope_angles(coords: torch.Tensor, head_dim: int, theta: float) -> torc
     if head_dim % 4:
         raise ValueError(f"axial RoPE needs head_dim % 4 == 0, got {head_dim}")
     n = head_dim // 4
-    freqs = theta ** (-torch.arange(n, dtype=torch.float64) / n)
+    freqs = theta ** (-torch.arange(n, dtype=torch.float64, device=coords.device) / n)
     c = coords.to(torch.float64)
     return torch.cat([c[:, :1] * freqs, c[:, 1:2] * freqs], dim=-1)
 
@@ -108,7 +108,7 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, n, t, 3, self.heads, self.head_dim).unbind(dim=3)
         if self.rope:
             coords = torch.as_tensor(np.asarray(ctx.piece_coords()), device=x.device)
-            ang = axial_rope_angles(coords, self.head_dim, self.rope_theta).to(x.device)
+            ang = axial_rope_angles(coords, self.head_dim, self.rope_theta)
             q, k = apply_rope(q, ang), apply_rope(k, ang)
         o = ctx.attention(q, k, v, frame, mask_poles=mask_poles)
         return self.proj(o.reshape(B, n, t, d))
@@ -131,18 +131,26 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float,
     return sincos_1d(t.to(torch.float64) * scale, dim).to(dtype)
 
 
-def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int,
-                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int, dtype: torch.dtype = torch.float32,
+                          device: torch.device | str | None = None) -> torch.Tensor:
     """Fixed 2-D sinusoidal encoding of the GLOBAL (y, x) of each token id g = y*W + x.
 
     First dim/2 channels: sincos_1d(y); last dim/2: sincos_1d(x). (..., ) ids -> (..., dim).
     """
     if dim % 4:
         raise ValueError(f"2-D position embedding needs dim % 4 == 0, got {dim}")
-    g = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
-    flat = g.reshape(-1)
-    emb = torch.cat([sincos_1d(flat // W, dim // 2), sincos_1d(flat % W, dim // 2)], dim=-1)
-    return emb.reshape(*g.shape, dim).to(dtype)
+    g = np.asarray(token_ids, dtype=np.int64)
+    # float64 tables of the distinct rows/columns only (built on the target device), gathered in
+    # the target dtype: memory T x dim, no host->device copy of a T x dim tensor
+    ys, iy = np.unique(g.ravel() // W, return_inverse=True)
+    xs, ix = np.unique(g.ravel() % W, return_inverse=True)
+
+    def table(vals, inv):
+        t = sincos_1d(torch.as_tensor(vals, device=device), dim // 2).to(dtype)
+        return t[torch.as_tensor(inv.ravel(), device=device)]
+
+    emb = torch.cat([table(ys, iy), table(xs, ix)], dim=-1)
+    return emb.reshape(*g.shape, dim)
 
 
 def _default_std(dim: int) -> float:

@@ -110,7 +110,7 @@ class AerisNet(nn.Module):
         if t.dim() != 1:
             raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
         w = self.input.weight
-        return timestep_embedding(t.detach().cpu(), self.cfg.dim, self.cfg.time_scale, w.dtype).to(w.device)
+        return timestep_embedding(t.detach().to(w.device), self.cfg.dim, self.cfg.time_scale, w.dtype)
 
     def embed(self, x_in: torch.Tensor, ctx) -> torch.Tensor:
         """Per-pixel Linear(n_in -> d) + 2-D sinusoidal encoding of the global (y, x) (frame 0)."""
@@ -122,7 +122,7 @@ class AerisNet(nn.Module):
         if tuple(ids.shape) != tuple(x_in.shape[1:3]):
             raise ValueError(f"x_in token dims {tuple(x_in.shape[1:3])} do not match the context's "
                              f"local storage {tuple(ids.shape)}")
-        pos = position_embedding_2d(ids, self.grid[1], self.cfg.dim, self.input.weight.dtype).to(x_in.device)
+        pos = position_embedding_2d(ids, self.grid[1], self.cfg.dim, self.input.weight.dtype, x_in.device)
         return self.input(x_in) + pos
 
     def block(self, i: int, h: torch.Tensor, c: torch.Tensor, ctx) -> torch.Tensor:
