@@ -1,0 +1,420 @@
+"""Autoregressive ensemble rollout from a checkpoint into a WB2-style forecast store.
+
+    X(t + dt) = X(t) + diff_std * r + diff_mean,   r ~ the diffusion sampler given X(t), forcings
+
+One unit of work is (init time, batch of members): its members are sampled together, step
+after step. Member m of init T0 at step k (0-based; step k produces lead (k+1) dt) draws its
+noise from keys (seed, T0 in hours since 1970, m, k) (`aeris.forecast.ensemble.member_keys`),
+so any member can be regenerated alone and any unit resumed.
+
+Choices (documented contract)
+-----------------------------
+* Lead 0 IS written by default (``forecast.include_initial``): the initial condition, identical
+  for every member. WB2 forecast stores usually start at the first lead; keeping lead 0 lets
+  the tracker start tracks at the init time and costs one field per member. Set
+  ``include_initial=false`` for the WB2 convention (leads dt .. steps*dt).
+* The state carried from step to step is the PHYSICAL float32 field (what is written), not a
+  standardised float; the step is computed in float64 and rounded to float32. A resumed run
+  reads that field back from the store and continues bit-identically.
+* Forcings of a step t -> t+dt come from the prepared store when both times are in it; past
+  its end the TOA insolation is computed (`aeris.data.forcings`, 1 h accumulation ending at the
+  valid time, as ERA5) with ``forcing_fallback="compute"``, or the rollout stops with an error
+  naming the last available time. Other time-varying forcings cannot be computed.
+* Output grid = the source grid: the dropped polar row is padded back with
+  `aeris.data.store.pad_row` (``pad_mode`` copy or nan).
+* Data parallel: units are dealt round-robin to ranks (torch.distributed, any backend);
+  each rank writes its own regions; rank 0 creates the store. The result is the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from aeris.data.dataset import SPLITS, ForecastDataset
+from aeris.data.store import DataError, pad_row, drop_row
+from aeris.forecast.config import ForecastConfig
+from aeris.forecast.ensemble import member_keys, sample_residuals
+from aeris.forecast.store_writer import ForecastStore, StoreSpec
+from swipe.context import SerialContext
+from swipe.layout import WindowLayout
+
+__all__ = ["Forecaster", "ForecastError", "load_forecaster", "resolve_checkpoint", "resolve_inits",
+           "init_hours", "member_batches", "rollout_batch", "run_forecast", "forecast_request",
+           "DiffusionStepper"]
+
+_NS_PER_HOUR = 3_600_000_000_000
+
+# a stepper maps (cond (B, n_lw, tpp, C_cond), keys) -> standardised residuals (B, n_lw, tpp, C)
+Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
+
+
+class ForecastError(RuntimeError):
+    """A forecast that cannot be run as asked (checkpoint, init times, forcings)."""
+
+
+# ---- the model side ----------------------------------------------------------------------------
+class DiffusionStepper:
+    """The diffusion sampler as a stepper: residual samples for one batch of member keys."""
+
+    def __init__(self, model, ctx, n_out: int, dcfg):
+        self.model, self.ctx, self.n_out, self.dcfg = model, ctx, n_out, dcfg
+
+    def __call__(self, cond: torch.Tensor, keys) -> torch.Tensor:
+        return sample_residuals(self.model, self.ctx, cond, keys, self.n_out, self.dcfg)
+
+
+@dataclass
+class Forecaster:
+    """A loaded checkpoint ready to roll out: run config, data view, model, sampler settings."""
+
+    cfg: object                  # the run's Config (from the checkpoint)
+    ds: ForecastDataset          # whole-field view of the prepared store
+    model: torch.nn.Module
+    ctx: SerialContext
+    dcfg: object                 # DiffusionConfig actually used for sampling
+    checkpoint: str
+    step: int
+    use_ema: bool
+    device: torch.device
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.ds.channels)
+
+    @property
+    def dt(self) -> np.timedelta64:
+        return np.timedelta64(int(self.ds.cfg.dt_hours), "h").astype("timedelta64[ns]")
+
+    def stepper(self) -> Stepper:
+        return DiffusionStepper(self.model, self.ctx, len(self.channels), self.dcfg)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run directory's latest checkpoint."""
+    from aeris.train.checkpoint import latest_checkpoint
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        ck = latest_checkpoint(p)
+        if ck is None:
+            raise ForecastError(f"no checkpoint in run directory {p} (expected {p}/checkpoints/step_*.pt)")
+        return ck
+    raise ForecastError(f"checkpoint not found: {p}")
+
+
+def _dataset(data_cfg) -> ForecastDataset:
+    """Whole-field view of the prepared store (any split with samples: the rollout reads any time)."""
+    errors = []
+    for split in ("test", "val", "train"):
+        try:
+            return ForecastDataset(data_cfg, split)
+        except DataError as e:
+            errors.append(str(e))
+            if "prepared store" in str(e) and "not found" in str(e):
+                break
+    raise ForecastError("cannot open the prepared store of the checkpoint's data config: " + " | ".join(errors))
+
+
+def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_steps: int = 0,
+                    device: str | torch.device = "cpu") -> Forecaster:
+    """Model (EMA weights by default) + data view + sampler settings from a checkpoint.
+
+    The data section of the checkpoint's stored config names the prepared store and channels.
+    """
+    from aeris.config import config_class, from_dict
+    from aeris.train.checkpoint import load_checkpoint
+    from aeris.train.trainer import build_model
+
+    path = resolve_checkpoint(checkpoint)
+    device = torch.device(device)
+    state = load_checkpoint(path, map_location="cpu")
+    if "config" not in state:
+        raise ForecastError(f"checkpoint {path} has no stored config")
+    cfg = from_dict(config_class(), json.loads(state["config"]))
+    ds = _dataset(cfg.data)
+    meta = state.get("meta") or {}
+    if meta and list(meta.get("channels", [])) != list(ds.channels):
+        raise ForecastError(f"checkpoint {path} was trained on channels {meta.get('channels')}, the "
+                            f"prepared store has {list(ds.channels)}")
+    if meta and tuple(meta.get("grid", ds.grid)) != tuple(ds.grid):
+        raise ForecastError(f"checkpoint {path} grid {meta.get('grid')} != prepared store grid {ds.grid}")
+    model = build_model(cfg, ds)
+    model.load_state_dict(state["model"])
+    if use_ema:
+        shadow = (state.get("ema") or {}).get("shadow")
+        if shadow is None:
+            raise ForecastError(f"checkpoint {path} has no EMA weights (use use_ema=false / --no-ema)")
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(shadow[n].to(p.dtype))
+    model.to(device).eval()
+    H, W = ds.grid
+    ctx = SerialContext(WindowLayout(H, W, *cfg.model.window))
+    dcfg = cfg.diffusion if not sampler_steps else replace(cfg.diffusion, steps=int(sampler_steps))
+    return Forecaster(cfg, ds, model, ctx, dcfg, str(path.resolve()), int(state["step"]), use_ema, device)
+
+
+# ---- times and members ---------------------------------------------------------------------------
+def resolve_inits(fcfg: ForecastConfig) -> np.ndarray:
+    """Initial times (datetime64[ns], sorted, unique) from ``inits`` or ``start``/``end``/``stride_hours``."""
+    if fcfg.inits and (fcfg.start or fcfg.end):
+        raise ForecastError("give forecast.inits OR forecast.start/end, not both")
+    if fcfg.inits:
+        t = [pd.Timestamp(s) for s in fcfg.inits]
+    elif fcfg.start:
+        end = pd.Timestamp(fcfg.end or fcfg.start)
+        t = list(pd.date_range(pd.Timestamp(fcfg.start), end, freq=f"{int(fcfg.stride_hours)}h"))
+        if not t:
+            raise ForecastError(f"forecast.start {fcfg.start} is after forecast.end {fcfg.end}")
+    else:
+        raise ForecastError("no initial time: set forecast.inits or forecast.start (and end, stride_hours)")
+    out = np.unique(np.array([np.datetime64(x.to_datetime64(), "ns") for x in t]))
+    return out
+
+
+def init_hours(t: np.datetime64) -> int:
+    ns = int(np.datetime64(t, "ns").astype(np.int64))
+    if ns % _NS_PER_HOUR:
+        raise ForecastError(f"initial time {t} is not a whole hour (noise keys use hours since 1970)")
+    return ns // _NS_PER_HOUR
+
+
+def member_batches(members: Sequence[int], batch: int) -> list[list[int]]:
+    """Consecutive batches of `batch` members (0 = all in one batch)."""
+    members = [int(m) for m in members]
+    b = len(members) if batch <= 0 else int(batch)
+    return [members[i:i + b] for i in range(0, len(members), b)]
+
+
+# ---- forcings and states in token layout --------------------------------------------------------
+def _tokens(ds: ForecastDataset, field: np.ndarray) -> np.ndarray:
+    """Field (..., C, H, W) -> tokens (..., n_lw, tpp, C) of the dataset's index map."""
+    flat = field.reshape(*field.shape[:-2], -1)[..., ds.index_map]  # (..., C, n_lw, tpp)
+    return np.moveaxis(flat, -3, -1)
+
+
+class ForcingSource:
+    """Forcing tokens of the steps t -> t+dt, from the prepared store or computed past its end."""
+
+    def __init__(self, ds: ForecastDataset, fallback: str = "compute"):
+        self.ds, self.fallback = ds, fallback
+        times = ds.store.times
+        self.last_time = times[-1]
+        self._have = set(times.astype(np.int64).tolist())
+        self.n_f = len(ds.store.forcing_channels)
+        self._static = None
+
+    def _in_store(self, t: np.datetime64) -> bool:
+        return int(np.datetime64(t, "ns").astype(np.int64)) in self._have
+
+    def __call__(self, t: np.datetime64) -> torch.Tensor:
+        """(1, n_lw, tpp, C_forc) float32 for the step starting at t."""
+        t = np.datetime64(t, "ns")
+        t1 = t + self.ds.dt
+        if self._in_store(t) and self._in_store(t1):
+            return self.ds.forcing_at([t])
+        return torch.from_numpy(self.computed(t))
+
+    def computed(self, t: np.datetime64) -> np.ndarray:
+        """Forcings of step t -> t+dt computed from the solar geometry (TOA insolation only)."""
+        from aeris.data.forcings import toa_incident_solar_radiation
+        t = np.datetime64(t, "ns")
+        names = self.ds.store.forcing_channels
+        if self.fallback != "compute" or any(c != "tisr" for c in names):
+            why = ("forcing_fallback='error'" if self.fallback != "compute" else
+                   f"only TOA insolation can be computed, the model also needs {[c for c in names if c != 'tisr']}")
+            raise ForecastError(
+                f"the rollout needs forcings at {str(t)[:19]} and {str(t + self.ds.dt)[:19]} but the prepared "
+                f"store ends at {str(self.last_time)[:19]} ({why})")
+        nrm = self.ds.normalizer
+        parts = []
+        for when in (t, t + self.ds.dt):
+            if names:
+                x = toa_incident_solar_radiation([when], self.ds.latitudes, self.ds.longitudes, 1.0)  # (1, H, W)
+                z = (x - nrm.forcing_mean[0]) / nrm.forcing_std[0]
+                parts.append(_tokens(self.ds, z[:, None].astype(np.float32)))  # (1, n_lw, tpp, 1)
+        parts.append(self.static_tokens()[None])
+        return np.concatenate(parts, axis=-1).astype(np.float32)
+
+    def static_tokens(self) -> np.ndarray:
+        if self._static is None:
+            # any step inside the store carries the static fields after the 2 n_f forcing channels
+            full = self.ds.forcing_at([self.ds.times[0]])[0].numpy()
+            self._static = full[..., 2 * self.n_f:]
+        return self._static
+
+
+# ---- the rollout core ----------------------------------------------------------------------------
+@torch.no_grad()
+def rollout_batch(stepper: Stepper, ds: ForecastDataset, forcing: ForcingSource, init: np.datetime64,
+                  members: Sequence[int], steps: int, seed: int, *, x0: torch.Tensor | None = None,
+                  start_step: int = 0, device: torch.device | str = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (k, X) for k = start_step+1 .. steps: the physical float32 tokens (B, n_lw, tpp, C)
+    of lead k*dt for `members` of `init`.
+
+    x0: the state at lead start_step (B or 1 leading); None = the initial condition (needs
+    start_step = 0).
+    """
+    init = np.datetime64(init, "ns")
+    hours = init_hours(init)
+    B = len(members)
+    if x0 is None:
+        if start_step != 0:
+            raise ValueError("x0 is needed to start after step 0")
+        x0 = initial_state(ds, init)
+    x = x0.to(device=device, dtype=torch.float32)
+    if x.shape[0] == 1 and B > 1:
+        x = x.expand(B, *x.shape[1:]).clone()
+    for k in range(start_step, steps):
+        t = init + k * ds.dt
+        f = forcing(t).to(device)
+        cond = torch.cat([ds.normalize_state(x), f.expand(B, *f.shape[1:])], dim=-1)
+        r = stepper(cond, member_keys(seed, hours, members, k))
+        x = (x.double() + ds.denormalize_residual(r.double())).float()
+        yield k + 1, x
+
+
+def initial_state(ds: ForecastDataset, init: np.datetime64) -> torch.Tensor:
+    """Physical float32 tokens (1, n_lw, tpp, C) of the state at `init` (a DataError if absent)."""
+    z = ds.state_at([np.datetime64(init, "ns")])
+    return ds.denormalize_state(z.double()).float()
+
+
+def to_output_field(ds: ForecastDataset, x: torch.Tensor, pad_mode: str) -> np.ndarray:
+    """Tokens (B, n_lw, tpp, C) -> fields (B, C, n_lat, n_lon) on the SOURCE grid (row padded back)."""
+    field = ds.to_field(x.detach().cpu().numpy())
+    return pad_row(field, ds.cfg.drop_lat_row, mode=pad_mode)
+
+
+def from_output_field(ds: ForecastDataset, field: np.ndarray) -> torch.Tensor:
+    """Inverse of `to_output_field` (for resuming): (B, C, n_lat, n_lon) -> tokens (B, n_lw, tpp, C)."""
+    model_field = drop_row(np.asarray(field, dtype=np.float32), ds.cfg.drop_lat_row)
+    return torch.from_numpy(np.ascontiguousarray(_tokens(ds, model_field)))
+
+
+# ---- the whole forecast --------------------------------------------------------------------------
+def source_latitudes(ds: ForecastDataset) -> np.ndarray:
+    """Latitudes of the source grid (the model grid's rows plus the dropped one, spacing continued)."""
+    lat = ds.latitudes
+    which = ds.cfg.drop_lat_row
+    if which == "none":
+        return lat.copy()
+    step = lat[1] - lat[0] if lat.size > 1 else -1.0
+    out = np.append(lat, lat[-1] + step) if which == "last" else np.insert(lat, 0, lat[0] - step)
+    return np.where(np.abs(np.abs(out) - 90.0) < 1e-6, np.sign(out) * 90.0, out)  # exact poles
+
+
+def forecast_request(fc: Forecaster, fcfg: ForecastConfig, inits: np.ndarray, members: list[int]) -> dict:
+    """Everything that determines the output values (compared on resume)."""
+    from aeris.config import to_dict
+    return {
+        "checkpoint": fc.checkpoint, "checkpoint_step": fc.step, "use_ema": fc.use_ema,
+        "inits": [str(t)[:19] for t in inits], "steps": int(fcfg.steps), "members": members,
+        "seed": int(fcfg.seed), "sampler": to_dict(fc.dcfg), "batch_members": int(fcfg.batch_members),
+        "include_initial": bool(fcfg.include_initial), "pad_mode": fcfg.pad_mode,
+        "channels": fc.channels, "dt_hours": int(fc.ds.cfg.dt_hours),
+        "forcing_fallback": fcfg.forcing_fallback,
+    }
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | None = None,
+                 callback: Callable[[dict], None] | None = None) -> Path:
+    """Roll out every (init, member batch) unit into ``fcfg.out``; returns the store path.
+
+    Resumes a killed run of the same request; refuses a different one unless fcfg.overwrite.
+    Under torch.distributed, units are dealt round-robin to the ranks. `callback(event)` is
+    called after each written region with {"init", "members", "step"} (tests use it to stop).
+    """
+    rank, world = _dist()
+    ds = fc.ds
+    inits = resolve_inits(fcfg)
+    for t in inits:
+        init_hours(t)
+    members = sorted(set(fcfg.member_ids)) if fcfg.member_ids else list(range(fcfg.members))
+    batches = member_batches(members, fcfg.batch_members)
+    chunk = len(batches[0])
+    leads = np.arange(0 if fcfg.include_initial else 1, fcfg.steps + 1) * fc.dt
+    spec = StoreSpec(inits, leads, members, fc.channels, source_latitudes(ds), ds.longitudes, chunk,
+                     attrs=_store_attrs(fc, fcfg))
+    request = forecast_request(fc, fcfg, inits, members)
+    out = Path(fcfg.out)
+    if rank == 0:
+        store, resumed = ForecastStore.create_or_resume(out, spec, request, overwrite=fcfg.overwrite)
+    _barrier()
+    if rank != 0:
+        store, resumed = ForecastStore.create_or_resume(out, spec, request, overwrite=False)
+    forcing = ForcingSource(ds, fcfg.forcing_fallback)
+    stepper = stepper or fc.stepper()
+    lead_offset = 0 if fcfg.include_initial else 1
+
+    units = [(i, b) for i in range(len(inits)) for b in range(len(batches))][rank::world]
+    total = sum(len(batches[b]) for _, b in units) * fcfg.steps
+    bar = tqdm(total=total, desc=f"forecast{f' rank {rank}' if world > 1 else ''}", unit="member-step",
+               disable=not fcfg.progress, dynamic_ncols=True)
+    for i, b in units:
+        mem = batches[b]
+        m0 = b * chunk
+        unit = f"i{i:05d}_b{b:04d}"
+        done = store.completed_step(unit)
+        if done >= fcfg.steps:
+            bar.update(len(mem) * fcfg.steps)
+            continue
+        x0 = None
+        if done < 0 or (done == 0 and not fcfg.include_initial):
+            start = 0
+            if fcfg.include_initial:
+                x0 = initial_state(ds, inits[i])
+                store.write(i, m0, 0, np.repeat(to_output_field(ds, x0, fcfg.pad_mode), len(mem), 0))
+                store.mark(unit, 0)
+        else:
+            start = done
+            x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
+            bar.update(len(mem) * start)
+        for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
+                                  x0=x0, start_step=start, device=fc.device):
+            store.write(i, m0, k - lead_offset, to_output_field(ds, x, fcfg.pad_mode))
+            store.mark(unit, k)
+            bar.update(len(mem))
+            if callback is not None:
+                callback({"init": inits[i], "members": mem, "step": k, "rank": rank})
+    bar.close()
+    _barrier()
+    return out
+
+
+def _store_attrs(fc: Forecaster, fcfg: ForecastConfig) -> dict:
+    from aeris.config import to_dict
+    return {
+        "title": "AERIS ensemble forecast", "conventions": "WeatherBench2 forecast layout: time = "
+        "initialisation time, prediction_timedelta = lead, number = member",
+        "checkpoint": fc.checkpoint, "checkpoint_step": fc.step, "weights": "ema" if fc.use_ema else "raw",
+        "seed": int(fcfg.seed), "sampler": to_dict(fc.dcfg),
+        "noise_keys": "(seed, init hours since 1970, member, step) then window id",
+        "lead_zero": "initial condition" if fcfg.include_initial else "not included",
+        "polar_row": f"{fc.ds.cfg.drop_lat_row} row padded back ({fcfg.pad_mode})",
+        "config": to_dict(fc.cfg), "forecast_config": to_dict(fcfg),
+        "synthetic": bool(fc.ds.store.record.get("synthetic", False)),
+    }
