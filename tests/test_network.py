@@ -328,6 +328,8 @@ def test_pipeline_pieces_compose_to_forward():
     h = net.block(4, ctx.change_frame(h, 1, 0), c, ctx)
     with torch.no_grad():
         torch.testing.assert_close(net.head(h, c, ctx), net(x, t, ctx))
+    net.input = None  # a later pipeline stage: the time embedding still works
+    torch.testing.assert_close(net.time_embedding(t), c)
 
 
 # ---- a multi-rank context simulated with threads ----------------------------------------------

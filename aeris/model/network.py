@@ -109,7 +109,8 @@ class AerisNet(nn.Module):
         t = torch.as_tensor(t)
         if t.dim() != 1:
             raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
-        w = self.input.weight
+        # any parameter gives the compute dtype/device (a pipeline stage may have no input layer)
+        w = next(self.parameters())
         return timestep_embedding(t.detach().to(w.device), self.cfg.dim, self.cfg.time_scale, w.dtype)
 
     def embed(self, x_in: torch.Tensor, ctx) -> torch.Tensor:
