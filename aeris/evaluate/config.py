@@ -5,7 +5,10 @@ Defaults are the published TempestExtremes configuration used on ERA5 and on AI 
 (5.5 and 6.5 degrees), merge distance (6 degrees) and stitch range (8 degrees) are in
 great-circle degrees and keep their meaning on coarser grids, but on a grid coarser than
 ~2 degrees a closed contour spans only 2-3 cells and the 1-degree warm-core pivot search
-covers a single point, so weak or small storms are missed (see the tracker docstring).
+covers a single point, so weak or small storms are missed (see the tracker docstring). The
+2-degree wind-output radius would see only the (calm) centre cell on such a grid, so by default
+output radii are widened to 1.6 grid spacings (`DetectConfig.adapt_to_grid`; no change at
+<= 1.25 degrees). For short forecasts use the relaxed stitching (`relaxed_stitch`).
 The command strings use TempestExtremes syntax so published commands can be pasted.
 """
 
@@ -34,6 +37,9 @@ class DetectConfig:
     mergedist: float = 6.0              # degrees; 0 = no merge
     outputcmd: str = PUBLISHED_OUTPUTS  # "var,op,dist;..." with op in min|max|avg
     output_names: list[str] = field(default_factory=lambda: ["msl", "wind", "zs"])
+    # widen output radii (dist > 0) to >= 1.6 grid spacings, so that on coarse grids the
+    # wind maximum is searched beyond the calm centre cell; detection criteria are unchanged
+    adapt_to_grid: bool = True
     minlat: float | None = None
     maxlat: float | None = None
     minlon: float | None = None         # degrees east in [0, 360); minlon > maxlon wraps

@@ -40,7 +40,7 @@ from aeris.evaluate.contours import (LatLonGrid, closed_contour, great_circle_de
 
 __all__ = ["G0", "Leaf", "Expr", "parse_expr", "ClosedContour", "OutputSpec", "Threshold",
            "parse_closed_contours", "parse_outputs", "parse_thresholds", "required_leaves",
-           "detect_nodes", "stitch_nodes", "track_truth", "track_forecast", "track_store",
+           "detect_nodes", "output_radius", "stitch_nodes", "track_truth", "track_forecast", "track_store",
            "is_forecast_store", "write_tracks", "read_tracks", "TRACK_COLUMNS", "TrackerError"]
 
 G0 = 9.80665  # standard gravity, m s-2 (surface height = surface geopotential / G0)
@@ -256,6 +256,14 @@ def _merge(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, mergedist: floa
     return keep
 
 
+def output_radius(dist: float, grid: LatLonGrid, adapt: bool = True) -> float:
+    """Output search radius: `dist`, widened to 1.6 grid spacings when `adapt` and dist > 0
+    (on a 2.8125-degree grid a 2-degree radius holds only the centre cell)."""
+    if adapt and dist > 0:
+        return max(dist, 1.6 * max(grid.dlat, grid.dlon))
+    return dist
+
+
 def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: DetectConfig) -> pd.DataFrame:
     """DetectNodes on one time step.
 
@@ -300,7 +308,8 @@ def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: Detec
     out = pd.DataFrame({"lat": lat, "lon": lon, "i": ii, "j": jj})
     for name, spec in zip(cfg.output_names, parse_outputs(cfg.outputcmd)):
         f = spec.var.evaluate(fields)
-        out[name] = [window_reduce(f, grid, int(a), int(b), spec.dist, spec.op) for a, b in zip(ii, jj)]
+        dist = output_radius(spec.dist, grid, cfg.adapt_to_grid)
+        out[name] = [window_reduce(f, grid, int(a), int(b), dist, spec.op) for a, b in zip(ii, jj)]
     return out
 
 
