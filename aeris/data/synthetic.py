@@ -306,7 +306,9 @@ def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
                           "warm core 2 K + 0.15 K/hPa of depth (<= 15 K) peaking at 300 hPa"),
         "seed": int(cfg.seed),
         "generator_version": GENERATOR_VERSION,
-        "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+        # the recipe, without the output path: a store does not depend on where it was written
+        "config": json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
+                             sort_keys=True),
     }
     encoding = {"time": {"units": "hours since 1959-01-01", "calendar": "proleptic_gregorian",
                          "dtype": "int64"}}
