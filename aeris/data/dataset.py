@@ -85,8 +85,13 @@ class ForecastDataset(Dataset):
                             f"got [{ids.min()}, {ids.max()}]")
         self.index_map = ids.astype(np.int64)
         y, x = self.index_map // W, self.index_map % W
-        # the rank's tokens lie in rows x cols (exactly so for SWiPe layouts); read that product
-        self._rows, self._cols = np.unique(y), np.unique(x)
+        # read whole chunk tiles: those holding the rank's tokens, laid out in a block of the
+        # tile rows x tile cols they span (rows/cols = the grid indices of those tiles)
+        th, tw = self.store.tile
+        self._tiles = np.unique(np.stack([y.ravel() // th, x.ravel() // tw], 1), axis=0)
+        self._tile_rows, self._tile_cols = np.unique(self._tiles[:, 0]), np.unique(self._tiles[:, 1])
+        self._rows = (self._tile_rows[:, None] * th + np.arange(th)).ravel()
+        self._cols = (self._tile_cols[:, None] * tw + np.arange(tw)).ravel()
         self._pos = np.searchsorted(self._rows, y) * len(self._cols) + np.searchsorted(self._cols, x)
 
         self.channels = self.store.channels
@@ -121,6 +126,12 @@ class ForecastDataset(Dataset):
         return self.index_map.shape[1]
 
     # ---- reading -----------------------------------------------------------------------------
+    def _read(self, name: str, time_index) -> np.ndarray:
+        """Block (n_times, C, rows, cols) (or (C, rows, cols) for static) of this rank's tiles."""
+        if self.store.raw_layout(name):
+            return self.store.read_tiles(name, time_index, self._tiles, self._tile_rows, self._tile_cols)
+        return self.store.read(name, time_index, self._rows, self._cols)
+
     def _gather(self, block: np.ndarray) -> np.ndarray:
         """(..., C, nR, nC) block -> (..., n_lw, tpp, C) tokens of the index map."""
         flat = block.reshape(*block.shape[:-2], -1)[..., self._pos]  # (..., C, n_lw, tpp)
@@ -129,7 +140,7 @@ class ForecastDataset(Dataset):
     def _static_tokens(self) -> np.ndarray:
         if self._static is None:
             if self.store.static_channels:
-                self._static = self._gather(self.store.read("static", None, self._rows, self._cols))
+                self._static = self._gather(self._read("static", None))
             else:
                 self._static = np.zeros((*self.index_map.shape, 0), dtype=np.float32)
         return self._static
@@ -139,7 +150,7 @@ class ForecastDataset(Dataset):
         n = len(i0)
         parts = []
         if self.store.forcing_channels:
-            f = self._gather(self.store.read("forcing", np.concatenate([i0, i1]), self._rows, self._cols))
+            f = self._gather(self._read("forcing", np.concatenate([i0, i1])))
             parts += [f[:n], f[n:]]
         static = self._static_tokens()
         parts.append(np.broadcast_to(static, (n, *static.shape)))
@@ -151,7 +162,7 @@ class ForecastDataset(Dataset):
             raise IndexError(f"sample {i} out of range for {len(self)} samples of split {self.split!r}")
         i %= len(self)
         t0, t1 = self._i0[i], self._i1[i]
-        z = self._gather(self.store.read("state", [t0, t1], self._rows, self._cols))  # (2, n_lw, tpp, C)
+        z = self._gather(self._read("state", [t0, t1]))  # (2, n_lw, tpp, C)
         z0, z1 = z[0], z[1]
         target = self.normalizer.residual_from_states(z0.astype(np.float64), z1.astype(np.float64))
         forcing = self._forcing_tokens(np.array([t0]), np.array([t1]))[0]
@@ -167,7 +178,7 @@ class ForecastDataset(Dataset):
     def state_at(self, times) -> torch.Tensor:
         """Standardised states at `times` (any times of the prepared store): (n, n_lw, tpp, C_prog)."""
         idx = self.store.time_index(times)
-        z = self._gather(self.store.read("state", idx, self._rows, self._cols))
+        z = self._gather(self._read("state", idx))
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def forcing_at(self, times) -> torch.Tensor:
@@ -186,7 +197,7 @@ class ForecastDataset(Dataset):
         from aeris.data.forcings import toa_incident_solar_radiation
         block = np.empty((len(both), 1, len(self._rows), len(self._cols)), dtype=np.float32)
         if inside.any():
-            block[inside] = self.store.read("forcing", self.store.time_index(both[inside]), self._rows, self._cols)
+            block[inside] = self._read("forcing", self.store.time_index(both[inside]))
         tisr = toa_incident_solar_radiation(both[~inside], self.latitudes[self._rows], self.longitudes[self._cols])
         norm = self.normalizer
         block[~inside, 0] = (tisr - norm.forcing_mean[0]) / norm.forcing_std[0]
