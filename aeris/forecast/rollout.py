@@ -49,7 +49,7 @@ from swipe.layout import WindowLayout
 
 __all__ = ["Forecaster", "ForecastError", "load_forecaster", "resolve_checkpoint", "resolve_inits",
            "init_hours", "member_batches", "rollout_batch", "run_forecast", "forecast_request",
-           "DiffusionStepper"]
+           "DiffusionStepper", "RankRole", "default_role", "ForcingSource", "initial_state"]
 
 _NS_PER_HOUR = 3_600_000_000_000
 
@@ -112,12 +112,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise ForecastError(f"checkpoint not found: {p}")
 
 
-def _dataset(data_cfg) -> ForecastDataset:
-    """Whole-field view of the prepared store (any split with samples: the rollout reads any time)."""
+def _dataset(data_cfg, index_map: np.ndarray | None = None) -> ForecastDataset:
+    """View of the prepared store (whole field, or a rank's `index_map`) through any split with
+    samples: the rollout reads any time of the store, whatever the split."""
     errors = []
     for split in ("test", "val", "train"):
         try:
-            return ForecastDataset(data_cfg, split)
+            return ForecastDataset(data_cfg, split, index_map=index_map)
         except DataError as e:
             errors.append(str(e))
             if "prepared store" in str(e) and "not found" in str(e):
@@ -340,16 +341,42 @@ def _barrier() -> None:
         dist.barrier()
 
 
+@dataclass
+class RankRole:
+    """What this process does in a (parallel) forecast.
+
+    replica / replicas: this rank's data-parallel replica and their number (units are dealt
+    round-robin to replicas); writer: this rank writes its replica's regions and progress;
+    gather(x): this rank's tokens (B, n_lw, tpp, C) -> the whole model-grid field (B, C, H, W)
+    on the writer (None elsewhere; may be collective); barrier(): all ranks.
+    """
+
+    replica: int = 0
+    replicas: int = 1
+    writer: bool = True
+    gather: Callable[[torch.Tensor], np.ndarray | None] | None = None
+    barrier: Callable[[], None] = _barrier
+    is_root: bool = True  # creates the store (global rank 0)
+
+
+def default_role(ds: ForecastDataset) -> RankRole:
+    """One process, or plain data parallelism: every rank is one replica holding whole fields."""
+    rank, world = _dist()
+    return RankRole(rank, world, True, lambda x: ds.to_field(x.detach().cpu().numpy()), _barrier, rank == 0)
+
+
 def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | None = None,
-                 callback: Callable[[dict], None] | None = None) -> Path:
+                 callback: Callable[[dict], None] | None = None, role: RankRole | None = None) -> Path:
     """Roll out every (init, member batch) unit into ``fcfg.out``; returns the store path.
 
     Resumes a killed run of the same request; refuses a different one unless fcfg.overwrite.
-    Under torch.distributed, units are dealt round-robin to the ranks. `callback(event)` is
-    called after each written region with {"init", "members", "step"} (tests use it to stop).
+    Under torch.distributed (without `role`), each rank is a data-parallel replica and units
+    are dealt round-robin to the ranks; `aeris.forecast.parallel` passes the SWiPe role.
+    `callback(event)` is called after each written region with {"init", "members", "step"}
+    (tests use it to stop a run).
     """
-    rank, world = _dist()
     ds = fc.ds
+    role = role or default_role(ds)
     inits = resolve_inits(fcfg)
     for t in inits:
         init_hours(t)
@@ -361,19 +388,26 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
                      attrs=_store_attrs(fc, fcfg))
     request = forecast_request(fc, fcfg, inits, members)
     out = Path(fcfg.out)
-    if rank == 0:
-        store, resumed = ForecastStore.create_or_resume(out, spec, request, overwrite=fcfg.overwrite)
-    _barrier()
-    if rank != 0:
-        store, resumed = ForecastStore.create_or_resume(out, spec, request, overwrite=False)
+    if role.is_root:
+        store, _ = ForecastStore.create_or_resume(out, spec, request, overwrite=fcfg.overwrite)
+    role.barrier()
+    if not role.is_root:
+        store, _ = ForecastStore.create_or_resume(out, spec, request, overwrite=False)
     forcing = ForcingSource(ds, fcfg.forcing_fallback)
     stepper = stepper or fc.stepper()
     lead_offset = 0 if fcfg.include_initial else 1
 
-    units = [(i, b) for i in range(len(inits)) for b in range(len(batches))][rank::world]
+    def write(i, m0, lead_index, x, n):
+        field = role.gather(x)  # collective under SWiPe: every rank calls it
+        if role.writer:
+            field = pad_row(field, ds.cfg.drop_lat_row, mode=fcfg.pad_mode)
+            store.write(i, m0, lead_index, np.broadcast_to(field, (n, *field.shape[1:])))
+
+    units = [(i, b) for i in range(len(inits)) for b in range(len(batches))][role.replica::role.replicas]
     total = sum(len(batches[b]) for _, b in units) * fcfg.steps
-    bar = tqdm(total=total, desc=f"forecast{f' rank {rank}' if world > 1 else ''}", unit="member-step",
-               disable=not fcfg.progress, dynamic_ncols=True)
+    tag = f" replica {role.replica}" if role.replicas > 1 else ""
+    bar = tqdm(total=total, desc=f"forecast{tag}", unit="member-step",
+               disable=not fcfg.progress or not role.writer, dynamic_ncols=True)
     for i, b in units:
         mem = batches[b]
         m0 = b * chunk
@@ -387,21 +421,23 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
             start = 0
             if fcfg.include_initial:
                 x0 = initial_state(ds, inits[i])
-                store.write(i, m0, 0, np.repeat(to_output_field(ds, x0, fcfg.pad_mode), len(mem), 0))
-                store.mark(unit, 0)
+                write(i, m0, 0, x0, len(mem))
+                if role.writer:
+                    store.mark(unit, 0)
         else:
             start = done
             x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
             bar.update(len(mem) * start)
         for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
                                   x0=x0, start_step=start, device=fc.device):
-            store.write(i, m0, k - lead_offset, to_output_field(ds, x, fcfg.pad_mode))
-            store.mark(unit, k)
+            write(i, m0, k - lead_offset, x, len(mem))
+            if role.writer:
+                store.mark(unit, k)
             bar.update(len(mem))
             if callback is not None:
-                callback({"init": inits[i], "members": mem, "step": k, "rank": rank})
+                callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
     bar.close()
-    _barrier()
+    role.barrier()
     return out
 
 
