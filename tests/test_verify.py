@@ -187,7 +187,7 @@ def test_aeris_track_cli_end_to_end(tmp_path):
     truth.to_zarr(tmp_path / "truth.zarr")
     fc.to_zarr(tmp_path / "fc.zarr")
     out = tmp_path / "out"
-    rc = main(["track", str(tmp_path / "truth.zarr"), str(tmp_path / "fc.zarr"),
+    rc = main(["track", "--truth", str(tmp_path / "truth.zarr"), str(tmp_path / "fc.zarr"),
                "track.verify.strike_resolution=2.0", "--out", str(out), "--storm", "2020233N14313", "-q"])
     assert rc == 0
     ft = read_tracks(out / "tracks_fc.nc")

@@ -15,9 +15,11 @@ def add_parser(subparsers) -> None:
                     "init), write them as CSV + netCDF, and with --storm / --best-track verify them "
                     "against IBTrACS (tables + figures per storm) or score detection (POD/FAR). "
                     "Tracker parameters: config section 'track' (e.g. track.detect.mergedist=6.0).")
-    p.add_argument("items", nargs="+", metavar="STORE|KEY=VALUE",
+    p.add_argument("items", nargs="*", metavar="STORE|KEY=VALUE",
                    help="truth and/or forecast stores (zarr or netCDF; the layout is detected), "
                         "and dotted config overrides such as track.detect.mergedist=5.0")
+    p.add_argument("--truth", action="append", default=[], help="a truth store (same as a STORE)")
+    p.add_argument("--forecast", action="append", default=[], help="a forecast store (same as a STORE)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--storm", action="append", default=[], metavar="SID",
                    help="IBTrACS SID to verify against, e.g. 2020233N14313 (Laura); repeatable")
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from aeris.evaluate.tracker import TrackerError
     from aeris.config import load_config
     stores, overrides = split_items(args.items)
+    stores = [*args.truth, *args.forecast, *stores]
     if not stores:
         print("aeris track: no store given", file=sys.stderr)
         return 2

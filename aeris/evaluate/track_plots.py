@@ -147,7 +147,9 @@ def _plate():
 def _best_on_map(ax, best: pd.DataFrame, geo, cmap, norm):
     """Best track: a black line plus points coloured by Saffir-Simpson category."""
     best = best.sort_values("time")
-    ax.plot(best["lon"], best["lat"], color="k", lw=1.6, transform=geo, zorder=4, label="best track")
+    for n, (_, b) in enumerate(best.groupby("sid") if "sid" in best else [(None, best)]):
+        ax.plot(b["lon"], b["lat"], color="k", lw=1.6, transform=geo, zorder=4,
+                label="best track" if n == 0 else None)
     return ax.scatter(best["lon"], best["lat"], c=saffir_simpson(best["wind_kt"]), cmap=cmap,
                       norm=norm, s=28, edgecolors="k", linewidths=0.5, transform=_plate(), zorder=5)
 
