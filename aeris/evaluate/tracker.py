@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from aeris.data.lexicon import LexiconError, canonical_name, lookup, parse_channel
 from aeris.evaluate.config import DetectConfig, StitchConfig, TrackConfig
-from aeris.evaluate.contours import (LatLonGrid, closed_contour, great_circle_deg, local_minima,
+from aeris.evaluate.contours import (LatLonGrid, closed_contour, local_minima,
                                      to_unit_vectors, window_reduce)
 
 __all__ = ["G0", "Leaf", "Expr", "parse_expr", "ClosedContour", "OutputSpec", "Threshold",
