@@ -234,7 +234,8 @@ def test_storms_have_best_track_depth_winds_and_warm_core(store):
 def test_vortex_sense_and_profile():
     grid = storms.VortexGrid(np.linspace(90, -90, 181), np.arange(0, 360, 1.0))
     for lat_c, sense in ((20.0, 1.0), (-20.0, -1.0)):
-        deficit, vshape, _, (te, tn), _ = grid.vortex(lat_c, 150.0, rm=3.0)
+        rows, deficit, vshape, _, (te, tn), _ = grid.vortex(lat_c, 150.0, rm=3.0, rows=slice(None))
+        assert grid.rows(lat_c, 18.0) == slice(72 - int(lat_c), 109 - int(lat_c))
         iy = 90 - int(lat_c)
         # due east of the centre the cyclonic wind points north (NH) / south (SH)
         assert np.sign(tn[iy, 155]) == sense and abs(te[iy, 155]) < 0.05

@@ -84,15 +84,16 @@ class RedNoise:
         m_all = np.arange(self.n_max + 1)
         self._cos = np.cos(m_all[:, None] * lam[None, :]).astype(np.float32)
         self._sin = np.sin(m_all[:, None] * lam[None, :]).astype(np.float32)
-        # one-hot (K, M) matrix mapping each coefficient to its zonal wavenumber
-        self._onehot = np.zeros((k, self.n_max + 1), dtype=np.float32)
-        self._onehot[np.arange(k), m] = 1.0
+        # (K, M, Y): coefficient k contributes P_k(lat) to zonal wavenumber m_k only; the sum
+        # over n is done once for the whole period (one large matmul beats many small ones)
+        basis = np.zeros((k, self.n_max + 1, len(self.lat)), dtype=np.float32)
+        basis[np.arange(k), m] = self._P
+        basis = basis.reshape(k, -1)
+        shape = (self.n_time, self.n_max + 1, len(self.lat))
+        self._ca = np.ascontiguousarray((self._a @ basis).reshape(shape).transpose(0, 2, 1))
+        self._cb = np.ascontiguousarray((self._b @ basis).reshape(shape).transpose(0, 2, 1))
 
     def fields(self, t0: int, t1: int) -> np.ndarray:
         """Noise for time steps [t0, t1): shape (t1 - t0, n_lat, n_lon), float32."""
-        a, b = self._a[t0:t1], self._b[t0:t1]
-        # sum over n at fixed m: (T, K) x (K, Y) per m -> (T, M, Y)
-        ca = np.einsum("tk,ky,km->tmy", a, self._P, self._onehot, optimize=True)
-        cb = np.einsum("tk,ky,km->tmy", b, self._P, self._onehot, optimize=True)
-        return (np.einsum("tmy,mx->tyx", ca, self._cos, optimize=True)
-                + np.einsum("tmy,mx->tyx", cb, self._sin, optimize=True))
+        # (T, Y, M) @ (M, X) for the cos and sin parts
+        return self._ca[t0:t1] @ self._cos + self._cb[t0:t1] @ self._sin

@@ -170,31 +170,42 @@ class VortexGrid:
     """Great-circle geometry of a (lat, lon) grid for implanting vortices."""
 
     def __init__(self, lat: np.ndarray, lon: np.ndarray):
-        self.phi = np.deg2rad(np.asarray(lat, dtype=np.float64))[:, None]
+        self.lat = np.asarray(lat, dtype=np.float64)
+        self.phi = np.deg2rad(self.lat)[:, None]
         self.lam = np.deg2rad(np.asarray(lon, dtype=np.float64))[None, :]
         self.sin_phi, self.cos_phi = np.sin(self.phi), np.cos(self.phi)
 
-    def polar(self, lat_c: float, lon_c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, lat_c: float, reach_deg: float) -> slice:
+        """The latitude rows within `reach_deg` of latitude `lat_c` (a great-circle distance is
+        never less than the latitude difference, so nothing outside can be within reach)."""
+        inside = np.nonzero(np.abs(self.lat - lat_c) <= reach_deg)[0]
+        if inside.size == 0:
+            return slice(0, 0)
+        return slice(int(inside.min()), int(inside.max()) + 1)
+
+    def polar(self, lat_c: float, lon_c: float, rows: slice = slice(None)):
         """Distance r (deg of arc) from the centre and the (east, north) unit vector pointing
-        away from the centre at every grid point (zero at the centre itself)."""
+        away from the centre at every grid point of `rows` (zero at the centre itself)."""
         pc, lc = np.deg2rad(lat_c), np.deg2rad(lon_c)
         dl = lc - self.lam
-        cos_r = self.sin_phi * np.sin(pc) + self.cos_phi * np.cos(pc) * np.cos(dl)
+        sp, cp = self.sin_phi[rows], self.cos_phi[rows]
+        cos_r = sp * np.sin(pc) + cp * np.cos(pc) * np.cos(dl)
         r = np.rad2deg(np.arccos(np.clip(cos_r, -1.0, 1.0)))
         # azimuth at the grid point of the great circle towards the centre
-        az = np.arctan2(np.sin(dl) * np.cos(pc),
-                        self.cos_phi * np.sin(pc) - self.sin_phi * np.cos(pc) * np.cos(dl))
+        az = np.arctan2(np.sin(dl) * np.cos(pc), cp * np.sin(pc) - sp * np.cos(pc) * np.cos(dl))
         nonzero = r > 1e-9
         east = np.where(nonzero, -np.sin(az), 0.0)
         north = np.where(nonzero, -np.cos(az), 0.0)
         return r, east, north
 
-    def vortex(self, lat_c: float, lon_c: float, rm: float):
-        """Shapes for one storm: (deficit fraction, wind shape, warm-core radial shape,
-        tangential unit vector (east, north) in the cyclonic sense, radial unit vector)."""
-        r, er_e, er_n = self.polar(lat_c, lon_c)
+    def vortex(self, lat_c: float, lon_c: float, rm: float, rows: slice | None = None):
+        """Shapes for one storm on `rows` (default: the rows the storm reaches, see `reach`):
+        (rows, deficit fraction, wind shape, warm-core radial shape, tangential unit vector
+        (east, north) in the cyclonic sense, radial unit vector)."""
+        rows = self.rows(lat_c, 6.0 * rm) if rows is None else rows
+        r, er_e, er_n = self.polar(lat_c, lon_c, rows)
         tp = taper(r, rm)
         sense = 1.0 if lat_c >= 0 else -1.0  # counter-clockwise in the north
         et_e, et_n = -er_n * sense, er_e * sense
-        return (holland_deficit(r, rm) * tp, holland_wind_shape(r, rm) * tp,
+        return (rows, holland_deficit(r, rm) * tp, holland_wind_shape(r, rm) * tp,
                 np.exp(-0.5 * (r / rm) ** 2) * tp, (et_e, et_n), (er_e, er_n))

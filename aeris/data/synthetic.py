@@ -213,14 +213,16 @@ class _Generator:
                 env = _bilinear(msl_bg[k], self.lat, self.lon, s.lat, s.lon)
                 dp0 = max(env - 100.0 * s.msl_hpa, 100.0)
                 vmax = s.wind_kt * storms_mod.KT_TO_MS
-                deficit, vshape, cshape, (te, tn), (re, rn) = self.vgrid.vortex(s.lat, s.lon, self.rm)
-                msl_anom[k] -= (dp0 * deficit).astype(f32)
-                core[k] += (storms_mod.warm_core_amplitude(dp0 / 100.0) * cshape).astype(f32)
-                moist[k] = np.maximum(moist[k], cshape)
-                wind_tan[k, 0] += (vmax * vshape * te).astype(f32)
-                wind_tan[k, 1] += (vmax * vshape * tn).astype(f32)
-                wind10[k, 0] += (vmax * vshape * (cb * te - sb * re)).astype(f32)
-                wind10[k, 1] += (vmax * vshape * (cb * tn - sb * rn)).astype(f32)
+                # only the rows the storm reaches (the taper is zero beyond 6 rm)
+                rows, deficit, vshape, cshape, (te, tn), (re, rn) = self.vgrid.vortex(
+                    s.lat, s.lon, self.rm)
+                msl_anom[k, rows] -= (dp0 * deficit).astype(f32)
+                core[k, rows] += (storms_mod.warm_core_amplitude(dp0 / 100.0) * cshape).astype(f32)
+                moist[k, rows] = np.maximum(moist[k, rows], cshape)
+                wind_tan[k, 0, rows] += (vmax * vshape * te).astype(f32)
+                wind_tan[k, 1, rows] += (vmax * vshape * tn).astype(f32)
+                wind10[k, 0, rows] += (vmax * vshape * (cb * te - sb * re)).astype(f32)
+                wind10[k, 1, rows] += (vmax * vshape * (cb * tn - sb * rn)).astype(f32)
         msl = msl_bg + msl_anom
 
         # temperature and hypsometric geopotential on the levels
