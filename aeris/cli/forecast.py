@@ -96,13 +96,39 @@ def run(args: argparse.Namespace) -> int:
     from aeris.forecast.store_writer import ForecastStoreError
     from aeris.train.checkpoint import CheckpointError
 
-    _, f = _forecast_config(args)
+    cfg, f = _forecast_config(args)
+    if cfg.swipe.world_size > 1:
+        return _run_swipe(cfg, f)
     try:
         fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, device=f.device)
         out = run_forecast(fc, f)
     except (ForecastError, ForecastStoreError, DataError, CheckpointError) as e:
         return _fail("forecast", e)
     print(f"forecast written to {out}")
+    return 0
+
+
+def _run_swipe(cfg, f) -> int:
+    """One rank of a SWiPe forecast (started by torchrun / mpiexec / srun with swipe.* ranks)."""
+    from aeris.forecast.parallel import swipe_forecaster
+    from aeris.forecast.rollout import load_forecaster, run_forecast
+    from swipe.launch import init_distributed, shutdown
+    from swipe.mesh import MeshError, SwipeMesh
+
+    sw = cfg.swipe
+    info = init_distributed(sw.backend, None if f.device == "cpu" else f.device)
+    try:
+        if info.world_size != sw.world_size:
+            raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
+                            f"{sw.world_size}: start as many ranks as the mesh has")
+        mesh = SwipeMesh.build(sw.dp, sw.pp, sw.wy, sw.wx, sw.sp, device_type=info.device.type)
+        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, device=info.device)
+        local, stepper, role = swipe_forecaster(fc, mesh)
+        out = run_forecast(local, f, stepper=stepper, role=role)
+    finally:
+        shutdown()
+    if info.rank == 0:
+        print(f"forecast written to {out}")
     return 0
 
 
