@@ -296,6 +296,7 @@ def _dp_rank(rank, world, fc, fcfg):
     return rank
 
 
+@pytest.mark.multiproc
 def test_data_parallel_store_equals_serial(fc, full_run, tmp_path):
     from swipe.testing import run_distributed
     out = tmp_path / "dp.zarr"
@@ -314,7 +315,9 @@ def _swipe_rank(rank, world, fc, fcfg, shape):
     return role.writer
 
 
-@pytest.mark.parametrize("shape", [dict(pp=2, wx=2), dict(dp=2, pp=2)], ids=["pp2-wx2", "dp2-pp2"])
+@pytest.mark.parametrize("shape", [dict(pp=2, wx=2), pytest.param(dict(dp=2, pp=2), marks=pytest.mark.slow)],
+                         ids=["pp2-wx2", "dp2-pp2"])
+@pytest.mark.multiproc
 def test_swipe_pipeline_store_equals_serial(fc, full_run, tmp_path, shape):
     """Members as pipeline micro-batches (forward-only schedule), window ranks, dp replicas."""
     from swipe.testing import run_distributed

@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
         "forecast-stability", help="long-rollout stability check (finite, physical bounds, drift)",
         description="Roll a checkpoint far (default 90 days) with a few members and report per channel "
                     "whether fields stay finite and within physical bounds, the first step that breaks "
-                    "them and the global-mean drift; writes stability.json/.txt/.png.",
+                    "them and the global-mean drift; writes stability.json/.txt/.png. Exit status 0 = stable, "
+                    "3 = unstable (a bound broken or a non-finite value), 1 = error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_args(s)
     _common(s)

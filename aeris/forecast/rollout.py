@@ -143,6 +143,9 @@ def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_ste
         raise ForecastError(f"checkpoint {path} has no stored config")
     cfg = from_dict(config_class(), json.loads(state["config"]))
     ds = _dataset(cfg.data)
+    if tuple(ds.window) != tuple(cfg.model.window):
+        # the prepared store's tiles follow another window: read in the model's token order
+        ds = _dataset(cfg.data, index_map=WindowLayout(*ds.grid, *cfg.model.window).index_map(0, 0))
     meta = state.get("meta") or {}
     if meta and list(meta.get("channels", [])) != list(ds.channels):
         raise ForecastError(f"checkpoint {path} was trained on channels {meta.get('channels')}, the "
