@@ -8,8 +8,11 @@ so a resumed run continues bit-exactly.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
+import warnings
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from aeris.diffusion.weights import latitude_weight_field, token_weights, variab
 from aeris.forecast.ensemble import member_keys, sample_residuals
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
 from aeris.model.network import AerisNet
-from aeris.train.checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint,
+from aeris.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                                     rotate_checkpoints, save_checkpoint, CheckpointError)
 from aeris.train.data_order import samples_for_step
 from aeris.train.ema import EMA, ema_decay
@@ -211,8 +214,9 @@ class Trainer:
         return out
 
     def _ema_model(self) -> AerisNet:
-        m = build_model(self.cfg, self.train_ds).to(self.device)
-        m.load_state_dict(self.model.state_dict())
+        # a deep copy, not build_model: a fresh init would draw from the global RNG, so
+        # validating would change the random stream of the training that follows
+        m = copy.deepcopy(self.model)
         self.ema.copy_to(m)
         return m
 
@@ -235,6 +239,16 @@ class Trainer:
         rotate_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
         return path
 
+    def _remove_stale_checkpoints(self) -> None:
+        """A run starting from step 0 owns its out_dir: checkpoints of an earlier run there would
+        outrank this run's ones in rotation and resume (its metrics.jsonl is already restarted)."""
+        stale = list_checkpoints(self.out_dir)
+        if stale:
+            warnings.warn(f"starting from scratch in {self.out_dir}: removing {len(stale)} checkpoint(s) "
+                          f"of an earlier run ({stale[-1].name}, ...)")
+            for p in stale:
+                p.unlink(missing_ok=True)
+
     def load(self, path) -> None:
         state = load_checkpoint(path, map_location=self.device)
         meta = state.get("meta", {})
@@ -247,7 +261,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         self.step = int(state["step"])
         self.samples_seen = int(state["samples_seen"])
 
@@ -255,7 +269,11 @@ class Trainer:
     def run(self) -> dict:
         tc = self.cfg.train
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+        tmp = self.out_dir / "config.yaml.tmp"
+        tmp.write_text(dump_config(self.cfg))
+        os.replace(tmp, self.out_dir / "config.yaml")
+        if self.step == 0:
+            self._remove_stale_checkpoints()
         peak = CPU_PEAK_FLOPS["bf16" if self.amp == torch.bfloat16 else "fp32"]
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not tc.progress,
                    dynamic_ncols=True)
