@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ import xarray as xr
 from aeris.data.store import open_store
 from aeris.diffusion.noise import field_noise
 from aeris.forecast.config import ForecastConfig
-from aeris.forecast.rollout import (ForcingSource, ForecastError, load_forecaster, resolve_inits,
-                                    rollout_batch, run_forecast)
+from aeris.forecast.rollout import (ForcingSource, ForecastError, load_forecaster, resolve_inits, run_forecast)
 from aeris.forecast.store_writer import ForecastStoreError, progress_dir, variable_layout
 from forecast_fixtures import LEVELS, build_checkpoint
 

@@ -29,7 +29,6 @@ Choices (documented contract)
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from aeris.data.dataset import SPLITS, ForecastDataset
+from aeris.data.dataset import ForecastDataset
 from aeris.data.store import DataError, pad_row, drop_row
 from aeris.forecast.config import ForecastConfig
 from aeris.forecast.ensemble import member_keys, sample_residuals
