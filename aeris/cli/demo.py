@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
           f"aeris train {tcs} --skill --skill-members {args.members}")
 
     fc = out / "laura_forecast.zarr"
-    fargs = ["--checkpoint", cfg.train.out_dir, "--out", str(fc), "--inits", *LAURA_INITS,
+    fargs = ["--checkpoint", cfg.train.out_dir, "--out", str(fc), "--init", *LAURA_INITS,
              "--steps", str(steps_h), "--members", str(args.members)]
     _step("ensemble forecasts of Hurricane Laura", _aeris("forecast", *train_conf, *fargs),
           f"aeris forecast {tcs} {' '.join(fargs)}")
