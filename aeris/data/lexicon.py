@@ -60,7 +60,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     Variable("sea_surface_temperature", "sst", "K", "surface", "Sea surface temperature",
              ("tos",), 260.0, 320.0),
     Variable("geopotential", "z", "m**2 s**-2", "atmospheric", "Geopotential",
-             ("zg",), -5000.0, 250000.0),
+             ("zg",), -10000.0, 250000.0),
     Variable("temperature", "t", "K", "atmospheric", "Temperature", ("ta",), 150.0, 350.0),
     Variable("u_component_of_wind", "u", "m s**-1", "atmospheric", "U component of wind",
              ("ua",), -200.0, 200.0),
