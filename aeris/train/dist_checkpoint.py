@@ -35,7 +35,7 @@ import torch.distributed as dist
 from aeris.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 __all__ = ["FORMAT", "dist_checkpoint_path", "list_dist_checkpoints", "latest_any_checkpoint",
-           "save_distributed", "read_checkpoint", "load_into_stage", "serial_state",
+           "save_distributed", "read_checkpoint", "load_into_stage", "serial_state", "export_serial_checkpoint",
            "optimizer_state_by_name", "rotate_dist_checkpoints"]
 
 FORMAT = "swipe-dist-1"
@@ -251,6 +251,15 @@ def serial_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: tor
             "ema": {"decay": ck["ema_decay"], "shadow": dict(ck["ema"])},
             "optimizer": {"state": opt_state, "param_groups": template["param_groups"]},
             "rng": {"torch": torch.get_rng_state()}, "config": ck["config"], "meta": ck["meta"]}
+
+
+def export_serial_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike,
+                             model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
+    """Write a distributed checkpoint as the serial Trainer's ``<out_dir>/checkpoints/step_X.pt``
+    (atomic), so ``Trainer(cfg, resume=True)`` with ``train.out_dir=out_dir`` continues from it."""
+    from aeris.train.checkpoint import checkpoint_path, save_checkpoint
+    state = serial_state(path, model, optimizer)
+    return save_checkpoint(checkpoint_path(out_dir, state["step"]), state)
 
 
 def config_of(ck: dict) -> dict:
