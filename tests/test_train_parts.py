@@ -14,6 +14,7 @@ from torch import nn
 
 from aeris.config import load_config
 from aeris.model.network import AerisNet
+from aeris.train.config import TrainConfig
 from aeris.train.checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints,
                                     load_checkpoint, rotate_checkpoints, save_checkpoint)
 from aeris.train.data_order import epoch_permutation, samples_for_step
@@ -347,3 +348,20 @@ def test_metrics_log_tolerates_only_a_truncated_last_line(tmp_path):
     p.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(ValueError, match="line 2 is not JSON"):
         read_metrics(p)
+
+
+# ---- config checks -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, match", [
+    ({"steps": 0}, "train.steps must be >= 1"),
+    ({"ckpt_every": -1}, "train.ckpt_every must be >= 0"),
+    ({"log_every": -2}, "train.log_every must be >= 0"),
+    ({"lr": 0.0}, "train.lr must be positive"),
+    ({"min_lr_ratio": 1.5}, r"train.min_lr_ratio must be in \[0, 1\]"),
+    ({"betas": (0.9, 1.0)}, "train.betas"),
+    ({"precision": "fp16"}, "auto|fp32|bf16"),
+    ({"ens_val_every": 5, "ens_val_members": 0}, "ens_val_members"),
+])
+def test_train_config_rejects_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+    TrainConfig(ckpt_every=0, log_every=0, keep_checkpoints=0)  # zeros are meaningful

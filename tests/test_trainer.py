@@ -131,11 +131,22 @@ def test_fresh_run_in_a_used_directory_replaces_the_old_checkpoints(store, tmp_p
 # ---- checkpoint errors through the trainer --------------------------------------------------------
 def test_checkpoint_that_does_not_fit_the_run(store, tmp_path):
     root, _ = store
-    args = ["train.steps=1", "train.grad_accum=1", "train.val_every=0", "train.warmup_steps=0"]
+    args = ["train.steps=2", "train.grad_accum=1", "train.val_every=0", "train.warmup_steps=0",
+            "train.ckpt_every=0", "train.log_every=0"]
     Trainer(_cfg(root, tmp_path, *args), resume=False).run()
+    # 0 = only at the end, for both checkpoints and log lines
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.pt"]
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2]
     path = latest_checkpoint(tmp_path)
     good = path.read_bytes()
 
+    state = load_checkpoint(path)
+    del state["optimizer"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"not a training checkpoint: it lacks \['optimizer'\]"):
+        Trainer(_cfg(root, tmp_path, *args), resume=True)
+
+    path.write_bytes(good)
     state = load_checkpoint(path)
     state["meta"]["channels"] = ["t2m", "msl"]
     torch.save(state, path)
@@ -155,7 +166,7 @@ def test_checkpoint_that_does_not_fit_the_run(store, tmp_path):
 # ---- learning ----------------------------------------------------------------------------------
 def test_training_lowers_the_fixed_validation_loss(store, tmp_path):
     root, _ = store
-    tr = Trainer(_cfg(root, tmp_path, "train.steps=24", "train.warmup_steps=3", "train.grad_accum=2",
+    tr = Trainer(_cfg(root, tmp_path, "train.steps=36", "train.warmup_steps=3", "train.grad_accum=2",
                       "train.lr=0.01", "train.val_every=0", "train.ckpt_every=1000", "train.val_samples=4"),
                  resume=False)
     before = tr.validation_loss()
@@ -163,8 +174,8 @@ def test_training_lowers_the_fixed_validation_loss(store, tmp_path):
     losses = [tr.train_step().loss for _ in range(tr.cfg.train.steps)]
     after = tr.validation_loss()
     assert all(math.isfinite(v) for v in losses)
-    assert after < 0.85 * before, (before, after)
-    assert np.mean(losses[-6:]) < 0.85 * np.mean(losses[:6]), losses
+    assert after < 0.8 * before, (before, after)
+    assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
 
 
 # ---- one-step ensemble skill vs an independent numpy reference --------------------------------------
@@ -230,11 +241,11 @@ def test_one_step_skill_scores_against_numpy(store, tmp_path, monkeypatch, offse
     # member m is the truth shifted by offsets[m] * diff_std / std (standardised state units)
     d = np.asarray(offsets)
     r2 = np.mean((diff_std / std) ** 2)
-    assert s["rmse_ens_mean"] == pytest.approx(abs(d.mean()) * math.sqrt(r2), abs=1e-5)
-    assert s["rmse_member0"] == pytest.approx(abs(d[0]) * math.sqrt(r2), abs=1e-5)
+    assert s["rmse_ens_mean"] == pytest.approx(abs(d.mean()) * math.sqrt(r2), rel=1e-6, abs=1e-12)
+    assert s["rmse_member0"] == pytest.approx(abs(d[0]) * math.sqrt(r2), rel=1e-6, abs=1e-12)
     M = len(d)
     crps = (np.abs(d).mean() - np.abs(d[:, None] - d[None]).sum() / (2 * M * (M - 1))) * np.mean(diff_std / std)
-    assert s["crps_fair"] == pytest.approx(crps, abs=1e-5)
+    assert s["crps_fair"] == pytest.approx(crps, rel=1e-6, abs=1e-12)
     if d.std() > 0:
         spread = math.sqrt(d.var(ddof=1) * r2)
         assert s["spread_skill"] == pytest.approx(spread / s["rmse_ens_mean"], rel=1e-4)

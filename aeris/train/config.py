@@ -26,15 +26,15 @@ class TrainConfig:
     precision: str = "auto"          # auto | fp32 | bf16 (autocast; fp32 master weights)
     seed: int = 0
     num_workers: int = 0             # DataLoader workers
-    log_every: int = 10
+    log_every: int = 10              # metrics every N steps (0 = only with validation and at the end)
     val_every: int = 50              # validation loss every N steps (0 = never)
     val_samples: int = 8
     ens_val_every: int = 0           # ensemble validation (CRPS, RMSE, SSR) every N steps (0 = never)
     ens_val_members: int = 4
     ens_val_inits: int = 2
     ens_val_sampler_steps: int = 8
-    ckpt_every: int = 100            # checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2
+    ckpt_every: int = 100            # checkpoint every N steps (and at the end; 0 = only at the end)
+    keep_checkpoints: int = 2        # newest checkpoints kept (0 = all)
     tensorboard: bool = False
     wandb: bool = False
     progress: bool = True
@@ -47,3 +47,15 @@ class TrainConfig:
                 raise ValueError(f"train.{k} must be >= 1, got {getattr(self, k)}")
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        for k in ("log_every", "val_every", "ens_val_every", "ckpt_every", "keep_checkpoints", "val_samples"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.ens_val_every and (self.ens_val_members < 1 or self.ens_val_inits < 1):
+            raise ValueError("train.ens_val_members and train.ens_val_inits must be >= 1 "
+                             "when train.ens_val_every > 0")

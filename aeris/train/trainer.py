@@ -185,18 +185,20 @@ class Trainer:
         if n == 0:
             raise ValueError("no validation samples for the ensemble one-step skill")
         picks = np.linspace(0, len(self.val_ds) - 1, n).round().astype(int)
-        w = self.w_token[..., None]
+        w = self.w_token[..., None].double()
         se_ens = se_pers = se_m0 = crps = var = 0.0
         for i in tqdm(picks, desc="ensemble validation", disable=not progress, leave=False):
             s = self.val_ds[int(i)]
             cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
             keys = member_keys(self.cfg.train.seed, int(s["time"]) // 3_600_000_000_000, range(members), 0)
             r = sample_residuals(model, self.ctx, cond, keys, len(self.val_ds.channels), dcfg)
-            # errors in standardised-state units: (x_pred - x_true) / std
-            x0 = self.val_ds.denormalize_state(s["cond"].to(self.device))
-            truth = self.val_ds.normalize_state(x0 + self.val_ds.denormalize_residual(s["target"].to(self.device)))
-            fc = self.val_ds.normalize_state(x0[None] + self.val_ds.denormalize_residual(r))
-            pers = s["cond"].to(self.device)
+            # errors in standardised-state units: (x_pred - x_true) / std, in float64 because
+            # physical values (e.g. msl ~1e5 Pa) lose the small increments in float32
+            x0 = self.val_ds.denormalize_state(s["cond"].to(self.device, torch.float64))
+            truth = self.val_ds.normalize_state(
+                x0 + self.val_ds.denormalize_residual(s["target"].to(self.device, torch.float64)))
+            fc = self.val_ds.normalize_state(x0[None] + self.val_ds.denormalize_residual(r.double()))
+            pers = s["cond"].to(self.device, torch.float64)
             mean = fc.mean(0)
             se_ens += float((w * (mean - truth) ** 2).mean())
             se_m0 += float((w * (fc[0] - truth) ** 2).mean())
@@ -251,6 +253,9 @@ class Trainer:
 
     def load(self, path) -> None:
         state = load_checkpoint(path, map_location=self.device)
+        missing = [k for k in ("samples_seen", "ema", "optimizer", "rng") if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
         meta = state.get("meta", {})
         if meta and list(meta.get("channels", [])) != list(self.train_ds.channels):
             raise CheckpointError(f"checkpoint {path} was trained on channels {meta.get('channels')}, "
@@ -259,8 +264,11 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path}: EMA or optimizer state does not fit this model: {e}") from e
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.step = int(state["step"])
         self.samples_seen = int(state["samples_seen"])
@@ -290,11 +298,11 @@ class Trainer:
             if tc.ens_val_every and (self.step % tc.ens_val_every == 0 or self.step == tc.steps):
                 skill = self.one_step_skill(tc.ens_val_inits, tc.ens_val_members, tc.ens_val_sampler_steps)
                 rec.update({f"ens_{k}": v for k, v in skill.items()})
-            if self.step % tc.log_every == 0 or "val_loss" in rec or self.step == tc.steps:
+            if (tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec or self.step == tc.steps:
                 self.logger.log(rec)
             bar.set_postfix(loss=f"{res.loss:.4f}", **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
             bar.update(1)
-            if self.step % tc.ckpt_every == 0 or self.step == tc.steps:
+            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.steps:
                 self.save()
             last = rec
         bar.close()
