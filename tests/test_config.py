@@ -48,3 +48,10 @@ def test_apply_overrides_does_not_mutate():
     d = {"a": {"b": 1}}
     out = apply_overrides(d, ["a.b=2", "a.c=x"])
     assert d == {"a": {"b": 1}} and out == {"a": {"b": 2, "c": "x"}}
+
+
+def test_exponent_without_dot_is_a_float():
+    cfg = load_config(None, ["diffusion.sigma_min=2e-1", "train.lr=1e-3"])
+    assert cfg.diffusion.sigma_min == 0.2 and cfg.train.lr == 1e-3
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["diffusion.sigma_min=abc"])
