@@ -35,7 +35,7 @@ from aeris.diffusion.config import DiffusionConfig  # noqa: E402
 from aeris.model.config import ModelConfig  # noqa: E402
 from aeris.model.network import AerisNet  # noqa: E402
 from swipe.layout import WindowLayout  # noqa: E402
-from swipe.pipeline import inner_frame_changes, plan_stages, stage_routes  # noqa: E402
+from swipe.pipeline import plan_stages  # noqa: E402
 from swipe.testing import run_distributed  # noqa: E402
 
 H, W, C, NF = 16, 32, 3, 2
