@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
                    help="after training, print the ensemble one-step RMSE vs persistence on held-out times")
     p.add_argument("--skill-members", type=int, default=4)
     p.add_argument("--skill-inits", type=int, default=4)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:1, xpu ... (under a SWiPe mesh a non-cpu value lets each rank pick its own device)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     if cfg.swipe.world_size > 1:
         from aeris.train.swipe_trainer import run_distributed
-        return run_distributed(cfg, resume=not args.no_resume)
+        return run_distributed(cfg, resume=not args.no_resume,
+                               device=None if args.device == "cpu" else args.device)
     from aeris.train.trainer import Trainer
     trainer = Trainer(cfg, resume=not args.no_resume, device=args.device)
     last = trainer.run()

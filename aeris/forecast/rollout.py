@@ -99,16 +99,28 @@ class Forecaster:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or a run directory's latest checkpoint."""
-    from aeris.train.checkpoint import latest_checkpoint
+    from aeris.train.dist_checkpoint import latest_any_checkpoint
     p = Path(path)
-    if p.is_file():
+    if p.is_file() or (p / "meta.pt").is_file():  # a serial file, or one SWiPe checkpoint directory
         return p
     if p.is_dir():
-        ck = latest_checkpoint(p)
+        ck = latest_any_checkpoint(p)
         if ck is None:
-            raise ForecastError(f"no checkpoint in run directory {p} (expected {p}/checkpoints/step_*.pt)")
+            raise ForecastError(f"no checkpoint in run directory {p} (expected {p}/checkpoints/"
+                                f"step_*.pt or step_*.dist)")
         return ck
     raise ForecastError(f"checkpoint not found: {p}")
+
+
+def _read_weights(path: Path) -> dict:
+    """Model/EMA weights, config, meta and step of a serial (.pt) or SWiPe (.dist) checkpoint."""
+    from aeris.train.checkpoint import load_checkpoint
+    from aeris.train.dist_checkpoint import read_checkpoint
+    if path.is_dir():
+        ck = read_checkpoint(path)
+        return {"config": ck["config"], "meta": ck["meta"], "step": ck["step"], "model": ck["model"],
+                "ema": {"shadow": ck["ema"]} if ck["ema"] else None}
+    return load_checkpoint(path, map_location="cpu")
 
 
 def _dataset(data_cfg, index_map: np.ndarray | None = None) -> ForecastDataset:
@@ -132,12 +144,11 @@ def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_ste
     The data section of the checkpoint's stored config names the prepared store and channels.
     """
     from aeris.config import config_class, from_dict
-    from aeris.train.checkpoint import load_checkpoint
     from aeris.train.trainer import build_model
 
     path = resolve_checkpoint(checkpoint)
     device = torch.device(device)
-    state = load_checkpoint(path, map_location="cpu")
+    state = _read_weights(path)
     if "config" not in state:
         raise ForecastError(f"checkpoint {path} has no stored config")
     cfg = from_dict(config_class(), json.loads(state["config"]))

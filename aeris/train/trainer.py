@@ -28,9 +28,10 @@ from aeris.diffusion.weights import latitude_weight_field, token_weights, variab
 from aeris.forecast.ensemble import member_keys, sample_residuals
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
 from aeris.model.network import AerisNet
-from aeris.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+from aeris.train.checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint,
                                     rotate_checkpoints, save_checkpoint, CheckpointError)
 from aeris.train.data_order import samples_for_step
+from aeris.train.dist_checkpoint import latest_any_checkpoint, serial_state
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.logging import MetricsLogger
 from aeris.train.optim import build_optimizer
@@ -103,7 +104,7 @@ class Trainer:
         self.flops_per_sample = exact_flops_per_sample(self.model)
         self.paper_flops_per_sample = paper_flops_per_sample(cfg.model, T, self.model.n_in)
         if resume:
-            ck = latest_checkpoint(self.out_dir)
+            ck = latest_any_checkpoint(self.out_dir)
             if ck is not None:
                 self.load(ck)
         self.logger = MetricsLogger(self.out_dir, resume_step=self.step if self.step else None,
@@ -252,7 +253,9 @@ class Trainer:
                 p.unlink(missing_ok=True)
 
     def load(self, path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+        # a SWiPe run's checkpoint (a directory of shards) resumes here too
+        state = (serial_state(path, self.model, self.optimizer) if Path(path).is_dir()
+                 else load_checkpoint(path, map_location=self.device))
         missing = [k for k in ("samples_seen", "ema", "optimizer", "rng") if k not in state]
         if missing:
             raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
