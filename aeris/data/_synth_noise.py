@@ -65,6 +65,9 @@ class RedNoise:
     tau_hours: float
     rng: np.random.Generator
     n_max: int = 12
+    # eastward drift of the whole pattern (deg/day): the AR(1) evolves in a frame moving with
+    # the flow, so the 6-hourly change is partly advection (predictable from the state)
+    drift_deg_per_day: float = 0.0
 
     def __post_init__(self) -> None:
         P, n, m = legendre_basis(self.lat, self.n_max)
@@ -76,8 +79,15 @@ class RedNoise:
         rho = float(np.exp(-self.dt_hours / self.tau_hours))
         k = len(n)
         coef = ar1_series(self.rng, self.n_time, 2 * k, rho)
-        self._a = (coef[:, :k] * sigma).astype(np.float32)
-        self._b = (coef[:, k:] * sigma * (m > 0)).astype(np.float32)
+        a = coef[:, :k] * sigma
+        b = coef[:, k:] * sigma * (m > 0)
+        if self.drift_deg_per_day:
+            # f(lam - c t): (a, b) of wavenumber m rotate by the angle m c t
+            ang = (np.deg2rad(self.drift_deg_per_day) * self.dt_hours / 24.0
+                   * np.arange(self.n_time)[:, None] * m[None, :])
+            a, b = a * np.cos(ang) - b * np.sin(ang), a * np.sin(ang) + b * np.cos(ang)
+        self._a = a.astype(np.float32)
+        self._b = b.astype(np.float32)
         self._P = P.astype(np.float32)
         self._m = m
         lam = np.deg2rad(np.asarray(self.lon, dtype=np.float64))

@@ -10,7 +10,8 @@ fields are built from (see data/README.md):
   the sun, subtropical highs / subpolar lows, and eastward-propagating planetary waves
   (zonal wavenumbers 1-6, phase speed 12 - 10/m^2 deg/day, stronger in winter);
 * a stochastic part: seeded AR(1)-in-time, spherical-harmonic red noise in the column
-  temperature, the MSL pressure, humidity and SST;
+  temperature, the MSL pressure, humidity and SST, carried eastward at 8 deg/day (so part of
+  each 6-hourly change is advection a model can learn, part is new noise it cannot);
 * balance: temperature and geopotential are hypsometrically consistent and the
   pressure-level winds are geostrophic (tapered at the equator), 10 m winds are the reduced
   and rotated geostrophic wind of the MSL field (see `aeris.data._synth_physics`);
@@ -125,8 +126,10 @@ class _Generator:
         self.times, self.lat, self.lon, self.levels = synthetic_grid(cfg)
         rng = np.random.default_rng(cfg.seed)
         n_t, dt = len(self.times), float(cfg.freq_hours)
-        self.noise = {name: RedNoise(self.lat, self.lon, n_t, dt, tau, rng)
-                      for name, tau in (("theta", 96.0), ("msl", 72.0), ("rh", 48.0), ("sst", 480.0))}
+        # weather = slowly evolving red noise carried eastward (drift, deg/day) by the westerlies
+        self.noise = {name: RedNoise(self.lat, self.lon, n_t, dt, tau, rng, drift_deg_per_day=drift)
+                      for name, tau, drift in (("theta", 240.0, 8.0), ("msl", 240.0, 8.0),
+                                               ("rh", 120.0, 8.0), ("sst", 480.0, 0.0))}
         self.wave_phase = rng.uniform(0, 2 * np.pi, size=(2, len(_WAVE_MSL_PA)))
 
         self.lsm = land_sea_mask(self.lat, self.lon)
