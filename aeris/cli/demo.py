@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_args(p, default="demo")
     p.add_argument("--members", type=int, default=4, help="ensemble members of the Laura forecasts")
+    p.add_argument("--skill-members", type=int, default=8,
+                   help="members of the one-step skill check (a small ensemble's mean pays ~sqrt(1+1/M))")
     p.add_argument("--lead-days", type=float, default=7.0, help="forecast length")
     p.add_argument("--out", default="runs/demo", help="where forecasts, scores and figures go")
     p.add_argument("--serial", action="store_true", help="train in this process instead of a SWiPe mesh")
@@ -77,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
               f"aeris train {' '.join(shlex.quote(c) for c in train_conf)}")
     tcs = " ".join(shlex.quote(c) for c in train_conf)
     _step("one-step ensemble skill vs persistence (held-out times)",
-          _aeris("train", *train_conf, "--skill", "--skill-members", str(args.members)),
-          f"aeris train {tcs} --skill --skill-members {args.members}")
+          _aeris("train", *train_conf, "--skill", "--skill-members", str(args.skill_members)),
+          f"aeris train {tcs} --skill --skill-members {args.skill_members}")
 
     fc = out / "laura_forecast.zarr"
     fargs = ["--checkpoint", cfg.train.out_dir, "--out", str(fc), "--init", *LAURA_INITS,
