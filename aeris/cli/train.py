@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.swipe.world_size > 1:
         from aeris.train.swipe_trainer import run_distributed
         return run_distributed(cfg, resume=not args.no_resume,
-                               device=None if args.device == "cpu" else args.device)
+                               device=None if args.device == "cpu" else args.device,
+                               skill=(args.skill_inits, args.skill_members) if args.skill else None)
     from aeris.train.trainer import Trainer
     trainer = Trainer(cfg, resume=not args.no_resume, device=args.device)
     last = trainer.run()
@@ -42,14 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report_skill(trainer, inits: int, members: int) -> dict:
+    """Print the ensemble one-step skill of a serial Trainer (SWiPe: run_distributed(skill=...))."""
+    from aeris.train.skill import format_skill_report
     s = trainer.one_step_skill(inits, members, progress=True)
-    print(f"one-step forecast on {s['n_inits']} held-out times, {members} members, EMA weights "
-          f"(latitude-weighted RMSE of standardised fields, mean over channels):")
-    print(f"  ensemble mean : {s['rmse_ens_mean']:.4f}")
-    print(f"  member 0      : {s['rmse_member0']:.4f}")
-    print(f"  persistence   : {s['rmse_persistence']:.4f}")
-    if "crps_fair" in s:
-        print(f"  fair CRPS {s['crps_fair']:.4f}, spread/skill {s['spread_skill']:.3f}")
-    verdict = "beats" if s["rmse_ens_mean"] < s["rmse_persistence"] else "does NOT beat"
-    print(f"  -> the ensemble mean {verdict} persistence")
+    print(format_skill_report(s))
     return s

@@ -40,6 +40,8 @@ from swipe.mesh import SwipeMesh
 
 __all__ = ["run_distributed", "SwipeTrainer", "split_for_replica"]
 
+_NS_PER_HOUR = 3_600_000_000_000
+
 
 def split_for_replica(idx: np.ndarray, dp: int, d: int, micro_batch: int, grad_accum: int) -> list[np.ndarray]:
     """Micro-batches of replica d: its contiguous block of the step's samples, in micro_batch pieces."""
@@ -71,8 +73,11 @@ class SwipeTrainer:
         info = [None]
         if self.rank == 0:
             ds0 = ForecastDataset(cfg.data, "train", window=cfg.model.window)  # prepares if needed
-            val_n = len(ForecastDataset(cfg.data, "val", window=cfg.model.window))
-            info = [{"n": len(ds0), "val_n": val_n, "grid": tuple(ds0.grid), "channels": list(ds0.channels),
+            val0 = ForecastDataset(cfg.data, "val", window=cfg.model.window)
+            val_n = len(val0)
+            # init hours of the validation samples: the ensemble validation's member keys, on every rank
+            val_hours = (np.asarray(val0.times, "datetime64[ns]").astype(np.int64) // _NS_PER_HOUR).tolist()
+            info = [{"n": len(ds0), "val_n": val_n, "val_hours": val_hours, "grid": tuple(ds0.grid), "channels": list(ds0.channels),
                      "n_forcing": int(ds0.n_forcing), "latitudes": np.asarray(ds0.latitudes).tolist()}]
         dist.broadcast_object_list(info, src=0)
         self.info = info[0]
@@ -189,6 +194,63 @@ class SwipeTrainer:
         self.model.train()
         return self.engine.global_sum(sum(float(l) for l in losses))
 
+    @torch.no_grad()
+    def one_step_skill(self, n_inits: int, members: int, sampler_steps: int | None = None,
+                       use_ema: bool = True, progress: bool = False) -> dict:
+        """The serial `Trainer.one_step_skill` on the mesh; a collective call, same dict on every rank.
+
+        Same validation picks and member keys (seed, init hours, member, 0); the members of an
+        init are the pipeline micro-batches of every sampler evaluation (PipelineStepper), each
+        stage with its own EMA weights. Replica d takes the picks d, d + dp, ...; the pp = 0 ranks
+        (which read data and hold the sampler state) score their tokens (aeris.train.skill), and
+        one all-reduce over all ranks adds the pieces and the replicas.
+        """
+        from dataclasses import replace
+        from aeris.forecast.ensemble import member_keys
+        from aeris.forecast.parallel import PipelineStepper
+        from aeris.train.skill import SKILL_TERMS, finish_scores, partial_sums, standardised_fields, validation_picks
+
+        dcfg = self.cfg.diffusion if sampler_steps is None else replace(self.cfg.diffusion, steps=sampler_steps)
+        picks = validation_picks(self.info["val_n"], n_inits)
+        engine = self._ema_engine() if use_ema else self.engine
+        was_training = engine.model.training
+        engine.model.eval()
+        n_out = len(self.info["channels"])
+        stepper = PipelineStepper(engine, n_out, dcfg)
+        L, c, shape = engine.layout, self.mesh.coords, self.mesh.shape
+        scores = c.pp == 0
+        sums = torch.zeros(len(SKILL_TERMS), dtype=torch.float64)
+        mine = picks[c.dp::shape.dp]
+        for i in tqdm(mine, desc="ensemble validation", disable=not progress, leave=False):
+            keys = member_keys(self.cfg.train.seed, self.info["val_hours"][int(i)], range(members), 0)
+            s = self.val_ds[int(i)] if self.reads_data else None
+            if s is not None:
+                cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
+            else:  # a middle stage: the network input is built on stage 0 only
+                cond = torch.zeros(L.n_local_windows, L.tokens_per_piece, 0, device=self.device)
+            r = stepper(cond.unsqueeze(0).expand(members, *cond.shape), keys)
+            if scores:
+                fields = standardised_fields(self.val_ds, s["cond"].to(self.device), s["target"].to(self.device), r)
+                sums += partial_sums(*fields, engine.w_token)
+        sums = sums.to(self.device)
+        dist.all_reduce(sums)  # every (init, token) was scored by exactly one rank
+        if was_training:
+            engine.model.train()
+        H, W = self.info["grid"]
+        return finish_scores(sums.cpu(), len(picks), members, H * W * n_out)
+
+    def _ema_engine(self):
+        """This stage's engine with a copy of the stage model holding the EMA weights (the
+        executor, context and routes are shared: the pipeline inference needs no new groups)."""
+        import copy
+        model = copy.deepcopy(self.model)
+        for p in model.parameters():
+            p.grad = None
+        self.ema.copy_to(model)
+        engine = copy.copy(self.engine)
+        engine.model = model
+        return engine
+
     # ---- the loop -------------------------------------------------------------------------------
     def describe(self) -> str:
         s, lay, eng = self.mesh.shape, self.engine.layout, self.engine
@@ -216,7 +278,11 @@ class SwipeTrainer:
             rec = self.train_step()
             if tc.val_every and (self.step % tc.val_every == 0 or self.step == tc.steps):
                 rec["val_loss"] = self.validation_loss()
-            if self.rank == 0 and (self.step % tc.log_every == 0 or "val_loss" in rec or self.step == tc.steps):
+            if tc.ens_val_every and (self.step % tc.ens_val_every == 0 or self.step == tc.steps):
+                skill = self.one_step_skill(tc.ens_val_inits, tc.ens_val_members, tc.ens_val_sampler_steps)
+                rec.update({f"ens_{k}": v for k, v in skill.items()})
+            if self.rank == 0 and ((tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec
+                                   or "ens_rmse_ens_mean" in rec or self.step == tc.steps):
                 self.logger.log(rec)
                 print("[swipe] step {step} loss {loss:.5f} |g| {grad_norm:.4f} {samples_per_s:.2f} samples/s "
                       "{tflops:.4f} TFLOP/s; bytes/step rank 0: a2a {a} p2p {p} allreduce {r}; all ranks: "
@@ -226,7 +292,7 @@ class SwipeTrainer:
                           **rec), flush=True)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
             bar.update(1)
-            if self.step % tc.ckpt_every == 0 or self.step == tc.steps:
+            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.steps:
                 self.save()
             last = rec
         bar.close()
@@ -234,8 +300,10 @@ class SwipeTrainer:
         return last
 
 
-def run_distributed(cfg, resume: bool = True, device: str | None = None) -> int:
-    """Entry point of `aeris train` when swipe.world_size > 1: one call on every rank."""
+def run_distributed(cfg, resume: bool = True, device: str | None = None,
+                    skill: tuple[int, int] | None = None) -> int:
+    """Entry point of `aeris train` when swipe.world_size > 1: one call on every rank.
+    skill = (inits, members): afterwards rank 0 prints the `aeris train --skill` report."""
     info = init_distributed(cfg.swipe.backend, device)
     try:
         if info.world_size != cfg.swipe.world_size:
@@ -247,6 +315,11 @@ def run_distributed(cfg, resume: bool = True, device: str | None = None) -> int:
         last = trainer.run()
         if info.rank == 0:
             print(json.dumps({k: v for k, v in last.items() if v is not None}), flush=True)
+        if skill is not None:
+            from aeris.train.skill import format_skill_report
+            s = trainer.one_step_skill(skill[0], skill[1], progress=info.rank == 0 and cfg.train.progress)
+            if info.rank == 0:
+                print(format_skill_report(s), flush=True)
     finally:
         shutdown()
     return 0

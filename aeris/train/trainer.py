@@ -36,6 +36,7 @@ from aeris.train.ema import EMA, ema_decay
 from aeris.train.logging import MetricsLogger
 from aeris.train.optim import build_optimizer
 from aeris.train.schedule import lr_at
+from aeris.train.skill import SKILL_TERMS, finish_scores, partial_sums, standardised_fields, validation_picks
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 
@@ -176,45 +177,23 @@ class Trainer:
 
         Scores are latitude-weighted RMSEs of standardised fields (each channel divided by its
         climatological std, so channels are comparable), averaged over channels, plus the fair
-        CRPS and spread/skill ratio of the ensemble.
+        CRPS and spread/skill ratio of the ensemble (the maths: aeris.train.skill).
         """
         from dataclasses import replace
         dcfg = self.cfg.diffusion if sampler_steps is None else replace(self.cfg.diffusion, steps=sampler_steps)
+        picks = validation_picks(len(self.val_ds), n_inits)
         model = self._ema_model() if use_ema else self.model
         model.eval()
-        n = min(n_inits, len(self.val_ds))
-        if n == 0:
-            raise ValueError("no validation samples for the ensemble one-step skill")
-        picks = np.linspace(0, len(self.val_ds) - 1, n).round().astype(int)
-        w = self.w_token[..., None].double()
-        se_ens = se_pers = se_m0 = crps = var = 0.0
+        sums = torch.zeros(len(SKILL_TERMS), dtype=torch.float64)
         for i in tqdm(picks, desc="ensemble validation", disable=not progress, leave=False):
             s = self.val_ds[int(i)]
             cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
             keys = member_keys(self.cfg.train.seed, int(s["time"]) // 3_600_000_000_000, range(members), 0)
             r = sample_residuals(model, self.ctx, cond, keys, len(self.val_ds.channels), dcfg)
-            # errors in standardised-state units: (x_pred - x_true) / std, in float64 because
-            # physical values (e.g. msl ~1e5 Pa) lose the small increments in float32
-            x0 = self.val_ds.denormalize_state(s["cond"].to(self.device, torch.float64))
-            truth = self.val_ds.normalize_state(
-                x0 + self.val_ds.denormalize_residual(s["target"].to(self.device, torch.float64)))
-            fc = self.val_ds.normalize_state(x0[None] + self.val_ds.denormalize_residual(r.double()))
-            pers = s["cond"].to(self.device, torch.float64)
-            mean = fc.mean(0)
-            se_ens += float((w * (mean - truth) ** 2).mean())
-            se_m0 += float((w * (fc[0] - truth) ** 2).mean())
-            se_pers += float((w * (pers - truth) ** 2).mean())
-            if members > 1:
-                var += float((w * fc.var(0, unbiased=True)).mean())
-                skill = (fc - truth[None]).abs().mean(0)
-                pair = (fc[:, None] - fc[None]).abs().sum((0, 1)) / (2 * members * (members - 1))
-                crps += float((w * (skill - pair)).mean())
-        out = {"rmse_ens_mean": math.sqrt(se_ens / n), "rmse_member0": math.sqrt(se_m0 / n),
-               "rmse_persistence": math.sqrt(se_pers / n), "n_inits": int(n), "members": members}
-        if members > 1:
-            out["crps_fair"] = crps / n
-            out["spread_skill"] = math.sqrt(var / n) / max(out["rmse_ens_mean"], 1e-12)
-        return out
+            fields = standardised_fields(self.val_ds, s["cond"].to(self.device), s["target"].to(self.device), r)
+            sums += partial_sums(*fields, self.w_token)
+        n_points = self.layout.H * self.layout.W * len(self.val_ds.channels)
+        return finish_scores(sums, len(picks), members, n_points)
 
     def _ema_model(self) -> AerisNet:
         # a deep copy, not build_model: a fresh init would draw from the global RNG, so
