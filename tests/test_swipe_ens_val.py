@@ -2,7 +2,7 @@
 
 Tiny store (9x16 source grid -> 8x16 model grid, window 4x4, 6 channels), d = 16, 2 blocks,
 2 heads; 3 validation inits x 3 members, 2 sampler steps. The pp2 x sp2 run goes through the
-`aeris train --skill` CLI (in the forked ranks, gloo), the dp2 x pp2 and pp2 x wy2 runs score a
+`aeris train --skill` CLI (in the forked ranks, gloo), the dp2 x pp2, pp2 x wy2 and pp3 runs score a
 serial checkpoint directly (same EMA and model weights as the serial Trainer).
 """
 
@@ -168,11 +168,13 @@ def _score_rank(rank, world, overrides):
     return tr.one_step_skill(3, 3, sampler_steps=2), tr.one_step_skill(3, 3, sampler_steps=2, use_ema=False)
 
 
-@pytest.mark.parametrize("mesh", [("swipe.dp=2", "swipe.pp=2"), ("swipe.pp=2", "swipe.wy=2")])
+@pytest.mark.parametrize("mesh", [("swipe.dp=2", "swipe.pp=2"), ("swipe.pp=2", "swipe.wy=2"), ("swipe.pp=3",)])
 def test_same_checkpoint_same_scores(serial, tmp_path, mesh):
+    """dp2 x pp2 deals the 3 inits 2 + 1 over the replicas; pp3 has a middle stage without data."""
     run = tmp_path / "copy"
     shutil.copytree(serial["run"], run)  # resuming trims the run's metrics: leave the fixture's alone
-    results = run_distributed(_score_rank, 4, args=(_overrides(serial["root"], run, *mesh),), timeout=240)
+    world = math.prod(int(m.split("=")[1]) for m in mesh)
+    results = run_distributed(_score_rank, world, args=(_overrides(serial["root"], run, *mesh),), timeout=240)
     for ema, raw in results:  # the same numbers on every rank
         _close(ema, serial["ema"])
         _close(raw, serial["raw"])
