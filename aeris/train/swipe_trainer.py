@@ -10,6 +10,9 @@ the loss normalised by H*W*B; the serial Trainer with micro_batch x grad_accum =
 it to rounding. Only the first and last pipeline stage read data (their own tokens only).
 Rank 0 logs the mesh, the tokens per rank, and per step the loss, samples/s, TFLOP/s and the
 bytes moved by kind (CommCounter: rank 0's own and the sum over all ranks).
+Every ``train.ens_val_every`` steps (and at the last) it runs the serial Trainer's ensemble
+one-step validation on the pipeline (`SwipeTrainer.one_step_skill`: members = micro-batches,
+each stage's EMA weights) and logs the same ens_* keys.
 """
 
 from __future__ import annotations
