@@ -280,7 +280,8 @@ class Trainer:
             if tc.ens_val_every and (self.step % tc.ens_val_every == 0 or self.step == tc.steps):
                 skill = self.one_step_skill(tc.ens_val_inits, tc.ens_val_members, tc.ens_val_sampler_steps)
                 rec.update({f"ens_{k}": v for k, v in skill.items()})
-            if (tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec or self.step == tc.steps:
+            if (tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec or "ens_rmse_ens_mean" in rec \
+                    or self.step == tc.steps:
                 self.logger.log(rec)
             bar.set_postfix(loss=f"{res.loss:.4f}", **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
             bar.update(1)
