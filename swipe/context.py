@@ -24,22 +24,40 @@ import torch.nn.functional as F
 
 from swipe.layout import WindowLayout, latitude_wrap_mask
 
-__all__ = ["WindowContext", "SerialContext", "window_attention"]
+__all__ = ["WindowContext", "SerialContext", "window_attention", "wrapping_windows"]
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
+                     mask: torch.Tensor | None = None,
+                     masked_windows: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention inside each window.
 
     q, k, v: (B, n_windows, T, heads, dh) with all T tokens of each window;
-    mask: optional bool (n_windows, T, T), True = may attend. Returns (B, n_windows, T, heads, dh).
+    mask: optional bool (n_windows, T, T), True = may attend; masked_windows: optional int64
+    indices of the windows whose mask is not all True (computed from `mask` when not given).
+    Returns (B, n_windows, T, heads, dh).
     """
     B, n, T, h, dh = q.shape
-    # SDPA wants (..., heads, T, dh)
+    # SDPA wants (batch, heads, T, dh); 4-D inputs without a mask take the fused kernels
     qh, kh, vh = (t.permute(0, 1, 3, 2, 4) for t in (q, k, v))
-    attn_mask = None if mask is None else mask[None, :, None, :, :]
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
+    out = F.scaled_dot_product_attention(*(t.reshape(B * n, h, T, dh) for t in (qh, kh, vh)))
+    out = out.reshape(B, n, h, T, dh)
+    if mask is not None:
+        # only the windows that wrap across the poles need the (slower) masked kernel
+        idx = masked_windows if masked_windows is not None else wrapping_windows(mask)
+        idx = idx.to(q.device)
+        if idx.numel():
+            m = idx.numel()
+            sel = [t.index_select(1, idx).reshape(B * m, h, T, dh) for t in (qh, kh, vh)]
+            attn_mask = mask.index_select(0, idx)[None, :, None].expand(B, m, 1, T, T).reshape(B * m, 1, T, T)
+            masked = F.scaled_dot_product_attention(*sel, attn_mask=attn_mask)
+            out = out.index_copy(1, idx, masked.reshape(B, m, h, T, dh))
     return out.permute(0, 1, 3, 2, 4)
+
+
+def wrapping_windows(mask: torch.Tensor) -> torch.Tensor:
+    """Indices of the windows of a (n_windows, T, T) mask that forbid some pair."""
+    return torch.nonzero(~mask.reshape(mask.shape[0], -1).all(dim=1)).flatten()
 
 
 class WindowContext:
@@ -65,6 +83,11 @@ class WindowContext:
         m = _cached_mask(self.layout, frame, self.wy, self.wx)
         return None if m is None else m.to(device)
 
+    def masked_windows(self, frame: int) -> torch.Tensor | None:
+        """Local windows whose pole mask forbids some pair (int64, CPU), or None."""
+        m = _cached_mask(self.layout, frame, self.wy, self.wx)
+        return None if m is None else _cached_wrapping(self.layout, frame, self.wy, self.wx)
+
     def attention(self, q, k, v, frame: int, mask_poles: bool = False):  # pragma: no cover
         raise NotImplementedError
 
@@ -76,6 +99,11 @@ class WindowContext:
 def _cached_mask(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Tensor | None:
     m = latitude_wrap_mask(layout, frame, wy, wx)
     return None if m is None else torch.from_numpy(m)
+
+
+@lru_cache(maxsize=64)
+def _cached_wrapping(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Tensor:
+    return wrapping_windows(_cached_mask(layout, frame, wy, wx))
 
 
 @lru_cache(maxsize=64)
@@ -97,8 +125,9 @@ class SerialContext(WindowContext):
         super().__init__(layout)
 
     def attention(self, q, k, v, frame: int, mask_poles: bool = False):
-        mask = self.pole_mask(frame, q.device) if mask_poles else None
-        return window_attention(q, k, v, mask)
+        if not mask_poles:
+            return window_attention(q, k, v)
+        return window_attention(q, k, v, self.pole_mask(frame, q.device), self.masked_windows(frame))
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         if src == dst:

@@ -56,8 +56,11 @@ class SwipeContext(WindowContext):
             raise MeshError(f"heads={heads} is not divisible by sp={sp}")
         g, ctr = self.mesh.sp_group, self.counter
         qh, kh, vh = (ulysses_to_heads(t, g, ctr) for t in (q, k, v))
-        mask = self.pole_mask(frame, q.device) if mask_poles else None
-        return ulysses_to_tokens(window_attention(qh, kh, vh, mask), g, ctr)
+        if mask_poles:
+            out = window_attention(qh, kh, vh, self.pole_mask(frame, q.device), self.masked_windows(frame))
+        else:
+            out = window_attention(qh, kh, vh)
+        return ulysses_to_tokens(out, g, ctr)
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         """x: (B, n_lw, tpp, C) in frame ``src`` -> the same shape in frame ``dst``."""
