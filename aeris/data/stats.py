@@ -19,7 +19,6 @@ otherwise), written atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import xarray as xr
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
+from aeris.atomic import atomic_write
 from aeris.data.config import DataConfig
 from aeris.data.lexicon import canonical_name, channel_name, channel_names, parse_channel
 from aeris.data.store import (
@@ -173,19 +173,9 @@ def compute_stats(ds: xr.Dataset, channels: Sequence[str], dt_hours: int,
 
 def save_stats(stats: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write statistics to netCDF atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        out = stats.copy()
-        out.attrs = {k: (",".join(v) if isinstance(v, list) else v) for k, v in stats.attrs.items()}
-        out.to_netcdf(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    out = stats.copy()
+    out.attrs = {k: (",".join(v) if isinstance(v, list) else v) for k, v in stats.attrs.items()}
+    return atomic_write(path, lambda p: out.to_netcdf(p))
 
 
 def load_stats(path: str | os.PathLike) -> xr.Dataset:

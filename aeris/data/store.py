@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical_name, lookup, parse_channel
+from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical_name, parse_channel
 
 __all__ = [
     "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
+from aeris.atomic import atomic_write
 from aeris.data.lexicon import LexiconError, lookup, parse_channel
 from aeris.evaluate import metrics as M
 
@@ -314,19 +314,6 @@ def evaluate_spectra(forecast: xr.Dataset, truth: xr.Dataset, channels: Sequence
 
 
 # ---- writing -----------------------------------------------------------------------------------
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def _finite(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
@@ -334,7 +321,7 @@ def _finite(v: float) -> float | None:
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """`ds.to_netcdf`, atomically."""
-    return _atomic(Path(path), lambda p: ds.to_netcdf(p))
+    return atomic_write(Path(path), lambda p: ds.to_netcdf(p))
 
 
 def scores_to_json(scores: xr.Dataset) -> dict:
@@ -380,9 +367,9 @@ def write_scores(scores: xr.Dataset, out_dir: str | os.PathLike) -> dict[str, Pa
     out = Path(out_dir)
     return {
         "netcdf": write_netcdf(scores, out / "scores.nc"),
-        "json": _atomic(out / "scores.json",
+        "json": atomic_write(out / "scores.json",
                         lambda p: p.write_text(json.dumps(scores_to_json(scores), indent=1))),
-        "markdown": _atomic(out / "scores.md", lambda p: p.write_text(scores_to_markdown(scores))),
+        "markdown": atomic_write(out / "scores.md", lambda p: p.write_text(scores_to_markdown(scores))),
     }
 
 

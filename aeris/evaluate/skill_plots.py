@@ -30,10 +30,10 @@ _ROWS = (
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    from aeris.evaluate.skill import _atomic
+    from aeris.atomic import atomic_write
     path = Path(path)
     try:
-        _atomic(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+        atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     finally:
         plt.close(fig)
     return path

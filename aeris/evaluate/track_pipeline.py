@@ -19,7 +19,8 @@ import xarray as xr
 
 from aeris.evaluate.besttrack import load_best_track, select_storms
 from aeris.evaluate.config import TrackConfig
-from aeris.evaluate.tracker import _atomic, is_forecast_store, track_forecast, track_truth, write_table
+from aeris.atomic import atomic_write
+from aeris.evaluate.tracker import is_forecast_store, track_forecast, track_truth, write_table
 from aeris.evaluate.verify import match_storm, pod_far, verify_storm
 
 __all__ = ["run_tracking", "verify_and_plot_storm", "detection_scores"]
@@ -30,7 +31,7 @@ def _write_both(df: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def _write_json(obj: dict, path: Path) -> Path:
-    _atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
     return path
 
 
@@ -50,7 +51,7 @@ def verify_and_plot_storm(tracks: pd.DataFrame, best: pd.DataFrame, out: str | o
     paths["best_track"] = write_table(best, out / "best_track.csv")
     prob = res["strike_probability"]
     nc = out / "strike_probability.nc"
-    _atomic(nc, lambda p: prob.to_netcdf(p))
+    atomic_write(nc, lambda p: prob.to_netcdf(p))
     paths["strike_probability"] = nc
     if plots and not res["matched"].empty:
         title = title or f"{sid}"

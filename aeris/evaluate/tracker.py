@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -33,6 +32,7 @@ import xarray as xr
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
+from aeris.atomic import atomic_write
 from aeris.data.lexicon import LexiconError, canonical_name, lookup, parse_channel
 from aeris.evaluate.config import DetectConfig, StitchConfig, TrackConfig
 from aeris.evaluate.contours import (LatLonGrid, closed_contour, local_minima,
@@ -567,29 +567,18 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- files -----------------------------------------------------------------------------------
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, dim: str = "record") -> Path:
     """Write a tidy table atomically: ``.csv`` as CSV, ``.nc`` as netCDF (one `dim` dimension)."""
     path = Path(path)
     if path.suffix == ".csv":
-        _atomic(path, lambda p: df.to_csv(p, index=False))
+        atomic_write(path, lambda p: df.to_csv(p, index=False))
     elif path.suffix in (".nc", ".nc4"):
         ds = xr.Dataset.from_dataframe(df.reset_index(drop=True).rename_axis(dim))
         for v in ds.data_vars:  # netCDF cannot store python objects
             if ds[v].dtype == object:
                 ds[v] = ds[v].astype(str)
-        _atomic(path, lambda p: ds.to_netcdf(p))
+        atomic_write(path, lambda p: ds.to_netcdf(p))
     else:
         raise ValueError(f"table path must end in .csv or .nc, got {path}")
     return path

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from aeris.atomic import atomic_write
 from aeris.data.lexicon import lookup, parse_channel
 from aeris.forecast.rollout import ForcingSource, Forecaster, initial_state, rollout_batch
 
@@ -147,28 +147,16 @@ def _fmt(v) -> str:
     return "nan" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """stability.json, stability.txt (the table) and stability.png in `out_dir`, atomically."""
     out = Path(out_dir)
     paths = {
-        "json": _atomic(out / "stability.json",
+        "json": atomic_write(out / "stability.json",
                         lambda p: p.write_text(json.dumps(report, indent=1, allow_nan=False))),
-        "table": _atomic(out / "stability.txt", lambda p: p.write_text(format_table(report) + "\n")),
+        "table": atomic_write(out / "stability.txt", lambda p: p.write_text(format_table(report) + "\n")),
     }
-    paths["png"] = _atomic(out / "stability.png", lambda p: plot_global_means(report, p))
+    paths["png"] = atomic_write(out / "stability.png", lambda p: plot_global_means(report, p))
     return paths
 
 
