@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--members", type=int, default=4, help="ensemble members of the Laura forecasts")
     p.add_argument("--skill-members", type=int, default=8,
                    help="members of the one-step skill check (a small ensemble's mean pays ~sqrt(1+1/M))")
-    p.add_argument("--lead-days", type=float, default=7.0, help="forecast length")
+    p.add_argument("--lead-days", type=float, default=5.0, help="forecast length")
     p.add_argument("--out", default="runs/demo", help="where forecasts, scores and figures go")
     p.add_argument("--serial", action="store_true", help="train in this process instead of a SWiPe mesh")
     p.set_defaults(func=run)
