@@ -42,6 +42,7 @@ class PipelineStepper:
 
     @torch.no_grad()
     def __call__(self, cond: torch.Tensor, keys) -> torch.Tensor:
+        from aeris.train.swipe_engine import run_stage_blocks  # lazy: imports the pipeline
         eng = self.engine
         plan, model, ctx, L = eng.plan, eng.model, eng.ctx, eng.layout
         B = len(keys)
@@ -52,14 +53,7 @@ class PipelineStepper:
                 c = model.time_embedding(t[k:k + 1])
                 if plan.is_first:
                     h = model.embed(network_input(x_scaled[k:k + 1], cond[k:k + 1]), ctx)
-                frame = plan.start_frame
-                for i in plan.blocks:
-                    f = model.block_frame(i)
-                    if f != frame:
-                        h, frame = ctx.change_frame(h, frame, f), f
-                    h = model.block(i, h, c, ctx)
-                if frame != plan.end_frame:
-                    h = ctx.change_frame(h, frame, plan.end_frame)
+                h = run_stage_blocks(model, plan, h, c, ctx)
                 return model.head(h, c, ctx) if plan.is_last else h
 
             outs = eng.executor.infer(B, forward, lambda k: (1, L.n_local_windows, L.tokens_per_piece, eng.dim),

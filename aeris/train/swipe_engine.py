@@ -41,7 +41,21 @@ from swipe.mesh import SwipeMesh
 from swipe.parallel_context import SwipeContext
 from swipe.pipeline import PipelineExecutor, StagePlan, plan_stages, stage_routes
 
-__all__ = ["MicroBatch", "SwipeEngine", "prune_to_stage"]
+__all__ = ["MicroBatch", "SwipeEngine", "prune_to_stage", "run_stage_blocks"]
+
+
+def run_stage_blocks(model, plan, h, c, ctx):
+    """The blocks of one pipeline stage: h enters in ``plan.start_frame`` and leaves in
+    ``plan.end_frame``; frame changes inside the stage go through ``ctx.change_frame``."""
+    frame = plan.start_frame
+    for i in plan.blocks:
+        f = model.block_frame(i)
+        if f != frame:
+            h, frame = ctx.change_frame(h, frame, f), f
+        h = model.block(i, h, c, ctx)
+    if frame != plan.end_frame:
+        h = ctx.change_frame(h, frame, plan.end_frame)
+    return h
 
 
 @dataclass
@@ -145,14 +159,7 @@ class SwipeEngine:
                     h = model.embed(network_input(x_scaled, cond), ctx)
                 else:
                     h = x
-                frame = plan.start_frame
-                for i in plan.blocks:
-                    f = model.block_frame(i)
-                    if f != frame:
-                        h, frame = ctx.change_frame(h, frame, f), f
-                    h = model.block(i, h, c, ctx)
-                if frame != plan.end_frame:
-                    h = ctx.change_frame(h, frame, plan.end_frame)
+                h = run_stage_blocks(model, plan, h, c, ctx)
                 if not plan.is_last:
                     return h.to(self.dtype)
                 F = model.head(h, c, ctx)
