@@ -40,18 +40,29 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     B, n, T, h, dh = q.shape
     # SDPA wants (batch, heads, T, dh); 4-D inputs without a mask take the fused kernels
     qh, kh, vh = (t.permute(0, 1, 3, 2, 4) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(*(t.reshape(B * n, h, T, dh) for t in (qh, kh, vh)))
-    out = out.reshape(B, n, h, T, dh)
+    idx = None
     if mask is not None:
-        # only the windows that wrap across the poles need the (slower) masked kernel
-        idx = masked_windows if masked_windows is not None else wrapping_windows(mask)
-        idx = idx.to(q.device)
-        if idx.numel():
-            m = idx.numel()
-            sel = [t.index_select(1, idx).reshape(B * m, h, T, dh) for t in (qh, kh, vh)]
-            attn_mask = mask.index_select(0, idx)[None, :, None].expand(B, m, 1, T, T).reshape(B * m, 1, T, T)
-            masked = F.scaled_dot_product_attention(*sel, attn_mask=attn_mask)
-            out = out.index_copy(1, idx, masked.reshape(B, m, h, T, dh))
+        idx = (masked_windows if masked_windows is not None else wrapping_windows(mask)).cpu()
+    if idx is None or idx.numel() == 0:
+        out = F.scaled_dot_product_attention(*(t.reshape(B * n, h, T, dh) for t in (qh, kh, vh)))
+        out = out.reshape(B, n, h, T, dh)
+    else:
+        # only the windows that wrap across the poles need the (slower) masked kernel; each
+        # window is computed exactly once
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[idx] = False
+        keep = torch.nonzero(keep).flatten()
+        out = qh.new_zeros(B, n, h, T, dh)
+        for sel, m in ((keep, None), (idx, mask)):
+            if sel.numel() == 0:
+                continue
+            k_ = sel.numel()
+            sel = sel.to(q.device)
+            args = [t.index_select(1, sel).reshape(B * k_, h, T, dh) for t in (qh, kh, vh)]
+            attn_mask = None if m is None else \
+                m.index_select(0, sel)[None, :, None].expand(B, k_, 1, T, T).reshape(B * k_, 1, T, T)
+            part = F.scaled_dot_product_attention(*args, attn_mask=attn_mask)
+            out = out.index_copy(1, sel, part.reshape(B, k_, h, T, dh))
     return out.permute(0, 1, 3, 2, 4)
 
 
