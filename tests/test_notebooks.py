@@ -81,7 +81,6 @@ def test_hurricane_laura_notebook_runs(stores, tmp_path):
     assert sorted(ens.init.unique()) == list(pd.to_datetime(["2020-08-21", "2020-08-23", "2020-08-25"]))
 
 
-@pytest.mark.slow
 def test_storm_season_notebook_runs(stores, tmp_path):
     out = tmp_path / "season"
     nb = run_notebook("storm_season.ipynb", {"AERIS_TRUTH_STORE": str(stores / "truth.zarr"),

@@ -313,7 +313,7 @@ def _swipe_rank(rank, world, fc, fcfg, shape):
     return role.writer
 
 
-@pytest.mark.parametrize("shape", [dict(pp=2, wx=2), pytest.param(dict(dp=2, pp=2), marks=pytest.mark.slow)],
+@pytest.mark.parametrize("shape", [dict(pp=2, wx=2), dict(dp=2, pp=2)],
                          ids=["pp2-wx2", "dp2-pp2"])
 @pytest.mark.multiproc
 def test_swipe_pipeline_store_equals_serial(fc, full_run, tmp_path, shape):

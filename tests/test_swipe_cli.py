@@ -92,7 +92,6 @@ def test_torchrun_pp2_wy2_sp2(store, serial_losses):
     assert (store / "tr" / "checkpoints" / "step_00000002.dist" / "meta.pt").exists()
 
 
-@pytest.mark.slow
 def test_mpiexec_resume_other_mesh_then_serial(store, serial_losses):
     from aeris.config import load_config
     from aeris.train.dist_checkpoint import export_serial_checkpoint

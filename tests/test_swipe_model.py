@@ -191,7 +191,6 @@ def test_swipe_equals_serial(mesh_sizes, kw):
     check_mesh(mesh_sizes, **kw)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mesh_sizes, kw", [
     ((1, 1, 2, 2, 1), {"per_mb": 2}),                # pp 1: standalone shift exchanges, wy x wx
     ((1, 1, 2, 1, 4), {"window": (4, 8)}),           # sp 4, non-square window (4x4 window grid... 4x4)
