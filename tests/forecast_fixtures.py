@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import make_dataset, write
@@ -47,3 +48,24 @@ def build_checkpoint(tmp: Path):
     finally:
         torch.set_num_threads(threads)
     return cfg, ref, tmp / "run"
+
+
+# ---- module-scoped fixtures shared by the forecast test modules (import them by name) --------
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny matmuls on a shared 2-core machine: one thread is much faster than two contended ones
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("forecast"))
+
+
+@pytest.fixture(scope="module")
+def fc(ckpt):
+    from aeris.forecast.rollout import load_forecaster
+    return load_forecaster(ckpt[2])

@@ -13,32 +13,19 @@ import xarray as xr
 from aeris.data.store import open_store
 from aeris.diffusion.noise import field_noise
 from aeris.forecast.config import ForecastConfig
-from aeris.forecast.rollout import (ForcingSource, ForecastError, load_forecaster, resolve_inits, run_forecast)
+from aeris.forecast.rollout import ForcingSource, ForecastError, resolve_inits, run_forecast
 from aeris.forecast.store_writer import ForecastStoreError, progress_dir, variable_layout
-from forecast_fixtures import LEVELS, build_checkpoint
+from forecast_fixtures import LEVELS, ckpt, fc, one_thread  # noqa: F401 (fixtures)
 
 INITS = ["2020-08-01T00", "2020-08-02T06"]
 SURFACE = {"t2m": "2m_temperature", "u10": "10m_u_component_of_wind", "v10": "10m_v_component_of_wind",
            "msl": "mean_sea_level_pressure"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matmuls on a shared 2-core machine: one thread is ~50x faster than two contended ones
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return build_checkpoint(tmp_path_factory.mktemp("forecast"))
 
 
-@pytest.fixture(scope="module")
-def fc(ckpt):
-    return load_forecaster(ckpt[2])
 
 
 def _fcfg(out, **kw) -> ForecastConfig:

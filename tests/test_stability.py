@@ -10,29 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from aeris.forecast.rollout import load_forecaster
 from aeris.forecast.stability import channel_bounds, format_table, run_stability, write_report
-from forecast_fixtures import build_checkpoint
+from forecast_fixtures import ckpt, fc, one_thread  # noqa: F401 (fixtures)
 
 INIT = "2020-08-02T00"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return build_checkpoint(tmp_path_factory.mktemp("stability"))
 
 
-@pytest.fixture(scope="module")
-def fc(ckpt):
-    return load_forecaster(ckpt[2])
 
 
 class PhysicalIncrement:
