@@ -69,7 +69,11 @@ def _optional_sections() -> dict[str, type]:
     }.items():
         try:
             out[key] = _section(path)
-        except (ImportError, AttributeError):
+        except ModuleNotFoundError as e:
+            # a section whose module is not part of this installation is simply absent; any
+            # other import failure is a real error and must not hide the section silently
+            if e.name != path.rsplit(".", 1)[0]:
+                raise
             continue
     return out
 

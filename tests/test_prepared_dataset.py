@@ -256,3 +256,21 @@ def test_loader_benchmark_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert res["grid"] == [16, 32] and len(res["layouts"]["wy2xwx2"]["ranks"]) == 4
     assert res["layouts"]["wy2xwx2"]["bytes_fraction_of_serial"] < 0.5
+
+
+def test_split_reaching_outside_the_prepared_periods_is_refused(store):
+    """Widening a split after `prepare` must not silently drop the times the store lacks."""
+    cfg, _ = store
+    wider = DataConfig(**{**cfg.__dict__, "test_period": ["2020-08-03", "2020-08-05"]})
+    with pytest.raises(DataError, match="reaches outside the periods"):
+        ForecastDataset(wider, "test")
+    inside = DataConfig(**{**cfg.__dict__, "val_period": ["2020-08-02T06", "2020-08-02T18"]})
+    assert len(ForecastDataset(inside, "val")) == 2   # narrowing is fine
+
+
+def test_period_needs_full_dates():
+    from aeris.data.store import period_bounds, select_period
+    t = np.array(["2020-09-30T18"], dtype="datetime64[ns]")
+    assert select_period(t, ["2020-09-01", "2020-09-30"]).all()      # a date end = the whole day
+    with pytest.raises(DataError, match="full dates"):
+        period_bounds(["2020-09-01", "2020-09"])

@@ -259,3 +259,16 @@ def test_variable_recipes_load_as_configs():
         assert len(channel_names(cfg.data.surface, cfg.data.atmospheric, cfg.data.levels)) == n
     synth = load_config(REPO / "data" / "variables" / "aeris-synth.yaml").synth
     assert synth.levels == [300, 500, 850] and synth.n_lat == 65
+
+
+def test_synth_cli_refuses_to_overwrite(tmp_path, capsys):
+    from aeris.cli import main
+    out = tmp_path / "s.zarr"
+    args = ["data", "synth", f"synth.out={out}", "synth.n_lat=9", "synth.n_lon=16",
+            "synth.start=2020-08-20", "synth.end=2020-08-20T12", "synth.storms=false"]
+    assert main(args) == 0 and out.exists()
+    before = sorted(p.name for p in out.iterdir())
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert main(args + ["--overwrite"]) == 0

@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     s = sub.add_parser("synth", help="write the synthetic WB2-layout reanalysis (config section synth)",
                        description="Write the embedded synthetic reanalysis to synth.out (WB2 layout).")
     add_config_args(s)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing store at synth.out")
     s.set_defaults(func=run_synth)
 
     s = sub.add_parser("stats", help="per-channel mean/std of fields and dt-differences (training period)",
@@ -56,8 +57,10 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     from aeris.data.synthetic import write_synthetic  # imported here: heavy (IBTrACS)
     try:
-        out = write_synthetic(cfg.synth)
-    except ValueError as e:
+        out = write_synthetic(cfg.synth, overwrite=args.overwrite)
+    except FileExistsError:
+        return _fail(FileExistsError(f"{cfg.synth.out} exists; pass --overwrite to replace it"))
+    except (ValueError, OSError) as e:
         return _fail(e)
     print(f"synthetic store: {out}")
     return 0

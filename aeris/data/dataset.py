@@ -47,7 +47,7 @@ from aeris.data.config import DataConfig
 from aeris.data.normalize import Normalizer
 from aeris.data.prepared import PreparedStore, expected_record, prepare, prepared_path
 from aeris.data.stats import load_stats, stats_path, time_pairs
-from aeris.data.store import DataError
+from aeris.data.store import DataError, period_bounds
 
 __all__ = ["ForecastDataset", "SPLITS"]
 
@@ -105,6 +105,15 @@ class ForecastDataset(Dataset):
         self.token_latitudes = self.latitudes[y]
         self.dt = np.timedelta64(int(cfg.dt_hours), "h")
         period = getattr(cfg, f"{split}_period")
+        covered = self.store.record.get("periods_range")
+        if covered and period:
+            lo, hi = period_bounds(covered)
+            start, end = period_bounds(period)
+            if start < lo or end > hi:
+                raise DataError(
+                    f"split {split!r} period {list(period)} reaches outside the periods "
+                    f"{list(covered)} the prepared store {self.store.path} was built for: rebuild it "
+                    f"(`aeris data prepare --overwrite`) so that no sample is silently missing")
         self._i0, self._i1 = time_pairs(self.store.times, cfg.dt_hours, period)
         if self._i0.size == 0:
             raise DataError(f"split {split!r} ({period}) has no (t, t+{cfg.dt_hours}h) pair in the prepared "

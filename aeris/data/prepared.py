@@ -427,6 +427,9 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
             "format": FORMAT, "grid": [H, W], "source_grid": [n_lat, n_lon], "normalised": True,
             "stats_file": str(spath), "compressor": compressor, "levels": [int(v) for v in cfg.levels],
             "time_range": [str(times[0]), str(times[-1])], "n_times": int(len(times)),
+            # the periods the store was built for: a split reaching outside them must not
+            # silently lose samples (ForecastDataset checks)
+            "periods_range": _periods_range(cfg),
             "synthetic": "synthetic" in json.dumps(ds.attrs, default=str).lower(),
             "computed_forcings": [v for v in ds.data_vars
                                   if "aeris.data.forcings" in str(ds[v].attrs.get("source", ""))],

@@ -36,7 +36,7 @@ import xarray as xr
 from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical_name, parse_channel
 
 __all__ = [
-    "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period",
+    "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period", "period_bounds",
     "drop_row", "pad_row", "model_grid", "model_latitudes", "fill_nan_with_min", "is_remote",
     "CANONICAL_DIM_ORDER", "G0",
 ]
@@ -430,20 +430,29 @@ def select_channels(ds: xr.Dataset, channels: Sequence[str]) -> xr.DataArray:
                          missing_dims="ignore").rename("fields")
 
 
-def select_period(times: np.ndarray, period: Sequence[str] | None) -> np.ndarray:
-    """Boolean mask of `times` inside ``[start, end]``; a date-only end includes that whole day."""
-    times = np.asarray(times, dtype="datetime64[ns]")
-    if period is None:
-        return np.ones(times.shape, dtype=bool)
+def period_bounds(period: Sequence[str]) -> tuple[np.datetime64, np.datetime64]:
+    """(start, end) of ``[start, end]`` in ns; a date-only end (YYYY-MM-DD) includes that whole day."""
     if len(period) != 2:
         raise DataError(f"a period is [start, end], got {period!r}")
+    for v in period:
+        if len(str(v).strip()) < 10:
+            raise DataError(f"period {list(period)}: give full dates or times (YYYY-MM-DD[THH:MM]), got {v!r}")
     start = np.datetime64(pd.Timestamp(period[0]), "ns")
     end_ts = pd.Timestamp(period[1])
-    if len(str(period[1]).strip()) <= 10:  # a date: the whole day counts
+    if len(str(period[1]).strip()) == 10:  # a date: the whole day counts
         end_ts = end_ts + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
     end = np.datetime64(end_ts, "ns")
     if end < start:
         raise DataError(f"period {list(period)} ends before it starts")
+    return start, end
+
+
+def select_period(times: np.ndarray, period: Sequence[str] | None) -> np.ndarray:
+    """Boolean mask of `times` inside ``[start, end]`` (see `period_bounds`)."""
+    times = np.asarray(times, dtype="datetime64[ns]")
+    if period is None:
+        return np.ones(times.shape, dtype=bool)
+    start, end = period_bounds(period)
     return (times >= start) & (times <= end)
 
 
