@@ -524,11 +524,6 @@ def encode_raw_shard(field: np.ndarray, tile: tuple[int, int]) -> bytes:
     return tiles.tobytes() + index + crc
 
 
-def _expand(tile_index: np.ndarray, size: int) -> np.ndarray:
-    """Tile indices -> the grid indices they cover, sorted: [t*size, ..., t*size + size - 1, ...]."""
-    return (np.asarray(tile_index, dtype=np.int64)[:, None] * size + np.arange(size)).ravel()
-
-
 def _col(srec: dict, chans: list[str], key: str) -> np.ndarray:
     return np.array([srec[c][key] for c in chans], dtype=np.float64)
 

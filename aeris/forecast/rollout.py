@@ -304,14 +304,8 @@ def initial_state(ds: ForecastDataset, init: np.datetime64) -> torch.Tensor:
     return ds.denormalize_state(z.double()).float()
 
 
-def to_output_field(ds: ForecastDataset, x: torch.Tensor, pad_mode: str) -> np.ndarray:
-    """Tokens (B, n_lw, tpp, C) -> fields (B, C, n_lat, n_lon) on the SOURCE grid (row padded back)."""
-    field = ds.to_field(x.detach().cpu().numpy())
-    return pad_row(field, ds.cfg.drop_lat_row, mode=pad_mode)
-
-
 def from_output_field(ds: ForecastDataset, field: np.ndarray) -> torch.Tensor:
-    """Inverse of `to_output_field` (for resuming): (B, C, n_lat, n_lon) -> tokens (B, n_lw, tpp, C)."""
+    """Written source-grid fields (for resuming) -> tokens: (B, C, n_lat, n_lon) -> (B, n_lw, tpp, C)."""
     model_field = drop_row(np.asarray(field, dtype=np.float32), ds.cfg.drop_lat_row)
     return torch.from_numpy(np.ascontiguousarray(_tokens(ds, model_field)))
 

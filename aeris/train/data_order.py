@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["epoch_permutation", "samples_for_step"]
+__all__ = ["epoch_permutation", "samples_for_step", "sample_keys"]
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -27,3 +27,10 @@ def samples_for_step(seed: int, n: int, start: int, count: int) -> np.ndarray:
         sel = epochs == e
         out[sel] = epoch_permutation(seed, int(e), n)[pos[sel] % n]
     return out
+
+
+def sample_keys(seed: int, step: int, positions, indices) -> list[tuple[int, int, int, int]]:
+    """Random-stream keys (noise, sigma) of the samples at global-order `positions` holding
+    dataset `indices`: (seed, step, position, index). The position makes two copies of one
+    dataset sample in a step (a step crossing an epoch) draw different noise."""
+    return [(int(seed), int(step), int(p), int(i)) for p, i in zip(positions, indices)]

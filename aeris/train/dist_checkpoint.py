@@ -55,6 +55,20 @@ def list_dist_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in d.iterdir() if _NAME.match(p.name) and (p / "meta.pt").exists())
 
 
+def remove_all_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete every checkpoint (serial ``.pt`` and SWiPe ``.dist``) under out_dir; returns them.
+
+    A run starting from step 0 owns its out_dir: an earlier run's checkpoints would outrank the
+    new ones in rotation and resume."""
+    found = list_checkpoints(out_dir) + list_dist_checkpoints(out_dir)
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
 def _step_of(p: Path) -> int:
     return int(re.match(r"^step_(\d{8})", p.name).group(1))
 

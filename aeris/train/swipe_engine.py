@@ -12,7 +12,7 @@ The global gradient norm sums norm^2 over the pp group after that reduction; the
 ``torch.distributed.optim.ZeroRedundancyOptimizer`` (AdamW, the decay groups of
 aeris.train.optim) sharded over the weight group.
 
-Noise, sigma and t come from the sample keys (seed, step, dataset index) exactly as in the serial
+Noise, sigma and t come from the sample keys (seed, step, position, dataset index) exactly as in the serial
 trainer (aeris.diffusion.objective.batch_noise), so every rank of a sample agrees and the run
 equals the serial one to rounding. The time embedding is recomputed from t on every stage.
 """
@@ -60,7 +60,7 @@ def run_stage_blocks(model, plan, h, c, ctx):
 
 @dataclass
 class MicroBatch:
-    """One micro-batch for this rank: a key tuple per sample (seed, step, dataset index) and,
+    """One micro-batch for this rank: a key tuple per sample (seed, step, position, dataset index) and,
     on the first and last stage, this rank's tokens in frame 0: ``data`` = {"target", "cond",
     "forcing"} each (B, n_lw, tpp, C) (the ForecastDataset layout). None on middle stages."""
 

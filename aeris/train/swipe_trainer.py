@@ -5,7 +5,7 @@
 Same run as the serial Trainer (aeris.train.trainer) with the same global batch: the step's
 samples ``samples_for_step(seed, n, samples_seen, B)`` with B = micro_batch x grad_accum x dp
 are split over the dp replicas (replica d takes the d-th contiguous block of B/dp, cut into
-grad_accum micro-batches of micro_batch), noise/sigma keyed by (seed, step, dataset index), and
+grad_accum micro-batches of micro_batch), noise/sigma keyed by (seed, step, position, dataset index), and
 the loss normalised by H*W*B; the serial Trainer with micro_batch x grad_accum = B reproduces
 it to rounding. Only the first and last pipeline stage read data (their own tokens only).
 Rank 0 logs the mesh, the tokens per rank, and per step the loss, samples/s, TFLOP/s and the
@@ -30,9 +30,10 @@ from aeris.config import dump_config, to_dict
 from aeris.diffusion.weights import latitude_weight_field, variable_weights
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
 from aeris.model.network import AerisNet
-from aeris.train.data_order import samples_for_step
+from aeris.train.data_order import sample_keys, samples_for_step
 from aeris.train.dist_checkpoint import (dist_checkpoint_path, latest_any_checkpoint, load_into_stage,
-                                         read_checkpoint, rotate_dist_checkpoints, save_distributed)
+                                         read_checkpoint, remove_all_checkpoints, rotate_dist_checkpoints,
+                                         save_distributed)
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.logging import MetricsLogger
 from aeris.train.schedule import lr_at
@@ -126,6 +127,8 @@ class SwipeTrainer:
             full = AerisNet(self.cfg.model, n_out=n_out, n_in=2 * n_out + self.info["n_forcing"], grid=(H, W))
         ck = read_checkpoint(path[0], full)
         load_into_stage(ck, model=self.model, ema=self.ema, optimizer=self.engine.optimizer)
+        # the half-life is in samples: a resume on another mesh / batch size needs this run's decay
+        self.ema.decay = ema_decay(self.global_batch, self.cfg.train.ema_halflife_samples)
         self.step, self.samples_seen = int(ck["step"]), int(ck["samples_seen"])
         if self.rank == 0:
             print(f"[swipe] resumed from {path[0]} at step {self.step}", flush=True)
@@ -145,12 +148,15 @@ class SwipeTrainer:
     def _micro_batches(self) -> list[MicroBatch]:
         tc = self.cfg.train
         idx = samples_for_step(tc.seed, self.info["n"], self.samples_seen, self.global_batch)
+        pos = self.samples_seen + np.arange(self.global_batch)
+        order = split_for_replica(pos, self.mesh.shape.dp, self.mesh.coords.dp, tc.micro_batch, tc.grad_accum)
         out = []
-        for sel in split_for_replica(idx, self.mesh.shape.dp, self.mesh.coords.dp, tc.micro_batch, tc.grad_accum):
+        for spos in order:
+            sel = idx[np.asarray(spos) - self.samples_seen]
             data = None
             if self.reads_data:
                 data = {k: v.to(self.device) for k, v in _collate([self.train_ds[int(i)] for i in sel]).items()}
-            out.append(MicroBatch([(tc.seed, self.step, int(i)) for i in sel], data))
+            out.append(MicroBatch(sample_keys(tc.seed, self.step, spos, sel), data))
         return out
 
     def train_step(self) -> dict:
@@ -165,9 +171,11 @@ class SwipeTrainer:
         dt = time.perf_counter() - t0
         self.step += 1
         self.samples_seen += self.global_batch
-        mine = torch.tensor([self.counter.bytes[k] for k in KINDS], dtype=torch.float64)
+        # on the communication device: an nccl group serves only CUDA tensors
+        mine = torch.tensor([self.counter.bytes[k] for k in KINDS], dtype=torch.float64, device=self.device)
         total = mine.clone()
         dist.all_reduce(total)
+        mine, total = mine.cpu(), total.cpu()
         flops = self.flops_per_sample * self.global_batch / dt
         rec = {"step": self.step, "loss": loss, "grad_norm": gnorm, "lr": lr, "samples": self.samples_seen,
                "seconds": dt, "samples_per_s": self.global_batch / dt, "tflops": flops / 1e12,
@@ -273,7 +281,13 @@ class SwipeTrainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+            if self.step == 0:
+                stale = remove_all_checkpoints(self.out_dir)
+                if stale:
+                    print(f"[swipe] starting from scratch: removed {len(stale)} checkpoint(s) of an "
+                          f"earlier run in {self.out_dir}", flush=True)
             print(self.describe(), flush=True)
+        dist.barrier()
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not (tc.progress and self.rank == 0),
                    dynamic_ncols=True)
         last: dict = {}

@@ -2,7 +2,7 @@
 
 One code path for one process and for a SWiPe mesh: the model and loss see tokens through a
 window context, and the `engine` (serial here, `aeris.train.swipe_engine` under SWiPe) turns
-micro-batches into accumulated gradients. Everything random is keyed by (seed, step, sample),
+micro-batches into accumulated gradients. Everything random is keyed by (seed, step, sample position, dataset index),
 so a resumed run continues bit-exactly.
 """
 
@@ -28,10 +28,10 @@ from aeris.diffusion.weights import latitude_weight_field, token_weights, variab
 from aeris.forecast.ensemble import member_keys, sample_residuals
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
 from aeris.model.network import AerisNet
-from aeris.train.checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint,
+from aeris.train.checkpoint import (checkpoint_path, load_checkpoint,
                                     rotate_checkpoints, save_checkpoint, CheckpointError)
-from aeris.train.data_order import samples_for_step
-from aeris.train.dist_checkpoint import latest_any_checkpoint, serial_state
+from aeris.train.data_order import sample_keys, samples_for_step
+from aeris.train.dist_checkpoint import latest_any_checkpoint, remove_all_checkpoints, serial_state
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.logging import MetricsLogger
 from aeris.train.optim import build_optimizer
@@ -80,11 +80,15 @@ class Trainer:
         tc = cfg.train
         self.device = torch.device(device)
         self.out_dir = Path(tc.out_dir)
-        self.train_ds = ForecastDataset(cfg.data, "train")
-        self.val_ds = ForecastDataset(cfg.data, "val")
-        H, W = self.train_ds.grid
+        train = ForecastDataset(cfg.data, "train")
+        H, W = train.grid
         self.layout = WindowLayout(H, W, *cfg.model.window)
         self.ctx = SerialContext(self.layout)
+        # tokens in the MODEL's window order (the prepared store may be tiled for another window)
+        ids = self.ctx.token_ids(0)
+        self.train_ds = train if np.array_equal(train.index_map, ids) else \
+            ForecastDataset(cfg.data, "train", index_map=ids)
+        self.val_ds = ForecastDataset(cfg.data, "val", index_map=ids)
         torch.manual_seed(tc.seed)
         self.model = build_model(cfg, self.train_ds).to(self.device)
         ids = self.ctx.token_ids(0)
@@ -137,8 +141,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         normaliser = float(self.layout.H * self.layout.W * self.samples_per_step)
         total = 0.0
-        for sel, batch in self._micro_batches(self.samples_seen):
-            keys = [(tc.seed, self.step, int(i)) for i in sel]
+        for k, (sel, batch) in enumerate(self._micro_batches(self.samples_seen)):
+            pos = self.samples_seen + k * tc.micro_batch + np.arange(len(sel))
+            keys = sample_keys(tc.seed, self.step, pos, sel)
             loss = self._loss(batch, keys, normaliser)
             loss.backward()
             total += float(loss.detach())
@@ -224,12 +229,10 @@ class Trainer:
     def _remove_stale_checkpoints(self) -> None:
         """A run starting from step 0 owns its out_dir: checkpoints of an earlier run there would
         outrank this run's ones in rotation and resume (its metrics.jsonl is already restarted)."""
-        stale = list_checkpoints(self.out_dir)
+        stale = remove_all_checkpoints(self.out_dir)
         if stale:
             warnings.warn(f"starting from scratch in {self.out_dir}: removing {len(stale)} checkpoint(s) "
                           f"of an earlier run ({stale[-1].name}, ...)")
-            for p in stale:
-                p.unlink(missing_ok=True)
 
     def load(self, path) -> None:
         # a SWiPe run's checkpoint (a directory of shards) resumes here too
@@ -248,6 +251,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
         try:
             self.ema.load_state_dict(state["ema"])
+            # the half-life is in samples: a resume with another batch size needs this run's decay
+            self.ema.decay = ema_decay(self.samples_per_step, self.cfg.train.ema_halflife_samples)
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"checkpoint {path}: EMA or optimizer state does not fit this model: {e}") from e
