@@ -288,3 +288,34 @@ def test_aeris_train_cli(store, tmp_path, capsys):
     # running again resumes at the end: nothing more to do, the log is unchanged
     assert aeris_main(["train", "--config", "tiny", *overrides]) == 0
     assert read_metrics(run / "metrics.jsonl") == recs
+
+
+# ---- review fixes -------------------------------------------------------------------------------
+def test_fresh_run_also_removes_an_earlier_swipe_checkpoint(store, tmp_path):
+    root, _ = store
+    old = tmp_path / "checkpoints" / "step_00000100.dist"
+    old.mkdir(parents=True)
+    torch.save({"format": 1}, old / "meta.pt")
+    with pytest.warns(UserWarning, match="removing 1 checkpoint"):
+        Trainer(_cfg(root, tmp_path, "train.steps=1", "train.grad_accum=1", "train.val_every=0"),
+                resume=False).run()
+    assert not old.exists() and [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+
+
+def test_resume_with_another_batch_keeps_the_half_life_in_samples(store, tmp_path):
+    from aeris.train.ema import ema_decay
+    root, _ = store
+    common = ["train.val_every=0", "train.ema_halflife_samples=50", "train.micro_batch=1"]
+    Trainer(_cfg(root, tmp_path, "train.steps=1", "train.grad_accum=1", *common), resume=False).run()
+    t = Trainer(_cfg(root, tmp_path, "train.steps=2", "train.grad_accum=3", *common), resume=True)
+    assert t.step == 1
+    assert t.ema.decay == pytest.approx(ema_decay(3, 50.0)) and t.ema.decay != pytest.approx(ema_decay(1, 50.0))
+
+
+def test_repeated_sample_in_a_step_draws_different_noise():
+    from aeris.train.data_order import sample_keys, samples_for_step
+    idx = samples_for_step(0, 6, 28, 4)             # crosses an epoch: an index can appear twice
+    keys = sample_keys(0, 7, 28 + np.arange(4), idx)
+    assert len(set(keys)) == 4
+    if len(set(idx.tolist())) < 4:
+        assert len({k[3] for k in keys}) < 4        # the same dataset index, told apart by position
