@@ -57,7 +57,9 @@ _MPI_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PA
                 "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
 # local-rank variables of MPI launchers, most specific first
 _MPI_LOCAL_RANK = ("PALS_LOCAL_RANKID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
-                   "MV2_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID")
+                   "MV2_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK")
+# (not SLURM_LOCALID: under mpiexec inside an allocation it is inherited and stale; the
+# shared-memory split below gives the right local rank instead)
 
 
 class LaunchError(RuntimeError):
