@@ -33,16 +33,21 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Scaled dot-product attention inside each window.
 
     q, k, v: (B, n_windows, T, heads, dh) with all T tokens of each window;
-    mask: optional bool (n_windows, T, T), True = may attend; masked_windows: optional int64
-    indices of the windows whose mask is not all True (computed from `mask` when not given).
+    mask: optional bool, True = may attend: either (n_windows, T, T) for every window, or, with
+    ``masked_windows`` (int64 indices of the windows that need a mask), (len(masked_windows), T, T)
+    for those windows only (compact: at 0.25 deg only the last window row wraps).
     Returns (B, n_windows, T, heads, dh).
     """
     B, n, T, h, dh = q.shape
     # SDPA wants (batch, heads, T, dh); 4-D inputs without a mask take the fused kernels
     qh, kh, vh = (t.permute(0, 1, 3, 2, 4) for t in (q, k, v))
-    idx = None
+    idx = compact = None
     if mask is not None:
-        idx = (masked_windows if masked_windows is not None else wrapping_windows(mask)).cpu()
+        if masked_windows is None:
+            idx = wrapping_windows(mask).cpu()
+            compact = mask.index_select(0, idx.to(mask.device))
+        else:
+            idx, compact = masked_windows.cpu(), mask
     if idx is None or idx.numel() == 0:
         out = F.scaled_dot_product_attention(*(t.reshape(B * n, h, T, dh) for t in (qh, kh, vh)))
         out = out.reshape(B, n, h, T, dh)
@@ -53,14 +58,14 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         keep[idx] = False
         keep = torch.nonzero(keep).flatten()
         out = qh.new_zeros(B, n, h, T, dh)
-        for sel, m in ((keep, None), (idx, mask)):
+        for sel, m in ((keep, None), (idx, compact)):
             if sel.numel() == 0:
                 continue
             k_ = sel.numel()
             sel = sel.to(q.device)
             args = [t.index_select(1, sel).reshape(B * k_, h, T, dh) for t in (qh, kh, vh)]
             attn_mask = None if m is None else \
-                m.index_select(0, sel)[None, :, None].expand(B, k_, 1, T, T).reshape(B * k_, 1, T, T)
+                m.to(q.device)[None, :, None].expand(B, k_, 1, T, T).reshape(B * k_, 1, T, T)
             part = F.scaled_dot_product_attention(*args, attn_mask=attn_mask)
             out = out.index_copy(1, sel, part.reshape(B, k_, h, T, dh))
     return out.permute(0, 1, 3, 2, 4)
@@ -99,6 +104,11 @@ class WindowContext:
         m = _cached_mask(self.layout, frame, self.wy, self.wx)
         return None if m is None else _cached_wrapping(self.layout, frame, self.wy, self.wx)
 
+    def compact_pole_mask(self, frame: int, device: torch.device | None = None):
+        """(masks of the wrapping windows only, on `device`; their indices) or (None, None),
+        cached per device so the attention hot path copies nothing."""
+        return _cached_compact(self.layout, frame, self.wy, self.wx, str(torch.device(device or "cpu")))
+
     def attention(self, q, k, v, frame: int, mask_poles: bool = False):  # pragma: no cover
         raise NotImplementedError
 
@@ -110,6 +120,15 @@ class WindowContext:
 def _cached_mask(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Tensor | None:
     m = latitude_wrap_mask(layout, frame, wy, wx)
     return None if m is None else torch.from_numpy(m)
+
+
+@lru_cache(maxsize=64)
+def _cached_compact(layout: WindowLayout, frame: int, wy: int, wx: int, device: str):
+    m = _cached_mask(layout, frame, wy, wx)
+    if m is None:
+        return None, None
+    idx = _cached_wrapping(layout, frame, wy, wx)
+    return m.index_select(0, idx).to(device), idx
 
 
 @lru_cache(maxsize=64)
@@ -138,7 +157,7 @@ class SerialContext(WindowContext):
     def attention(self, q, k, v, frame: int, mask_poles: bool = False):
         if not mask_poles:
             return window_attention(q, k, v)
-        return window_attention(q, k, v, self.pole_mask(frame, q.device), self.masked_windows(frame))
+        return window_attention(q, k, v, *self.compact_pole_mask(frame, q.device))
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         if src == dst:

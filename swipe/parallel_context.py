@@ -57,7 +57,7 @@ class SwipeContext(WindowContext):
         g, ctr = self.mesh.sp_group, self.counter
         qh, kh, vh = (ulysses_to_heads(t, g, ctr) for t in (q, k, v))
         if mask_poles:
-            out = window_attention(qh, kh, vh, self.pole_mask(frame, q.device), self.masked_windows(frame))
+            out = window_attention(qh, kh, vh, *self.compact_pole_mask(frame, q.device))
         else:
             out = window_attention(qh, kh, vh)
         return ulysses_to_tokens(out, g, ctr)
