@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from aeris.forecast.stability import channel_bounds, format_table, run_stability, write_report
-from forecast_fixtures import ckpt, fc, one_thread  # noqa: F401 (fixtures)
 
 INIT = "2020-08-02T00"
 

@@ -15,10 +15,10 @@ from aeris.data.lexicon import VARIABLES, channel_names
 from aeris.data.synthetic import (
     ATMOSPHERIC, SURFACE, read_storm_truth, storm_truth_path, write_synthetic,
 )
+from tests.support import REPO
 
 LAURA = "2020233N14313"
 R_D, OMEGA, A = 287.05, 7.292115e-5, 6.371e6
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

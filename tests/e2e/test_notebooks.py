@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
-from track_fixtures import forecast_store, truth_store
+from tests.support.tracks import forecast_store, truth_store
 
 from aeris.evaluate.besttrack import load_ibtracs, select_storms
+from tests.support import REPO
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 LAURA = "2020233N14313"
 
 

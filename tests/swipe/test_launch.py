@@ -15,8 +15,8 @@ import torch.distributed as dist
 from swipe.launch import (LaunchError, backend_for_device, detect_launcher, init_distributed,
                           mpi_local_rank, parse_hostlist, pick_device, shutdown, slurm_env,
                           torchrun_env)
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SWIPE_LAUNCHER",
                "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PALS_RANKID",

@@ -19,7 +19,7 @@ from aeris.model.network import AerisNet
 from aeris.train.ema import EMA
 from aeris.train.optim import build_optimizer
 from swipe.testing import run_distributed
-from test_swipe_model import (BETAS, C, DIFF, EPS, H, LR, N_IN, SEED, W, WD, assert_close, make_data,
+from tests.aeris.train.test_swipe_model import (BETAS, C, DIFF, EPS, H, LR, N_IN, SEED, W, WD, assert_close, make_data,
                               make_state, model_cfg, tokens)
 
 SAMPLES_PER_STEP = [[5, 2], [7, 0], [1, 3]]

@@ -19,7 +19,7 @@ from aeris.data.stats import compute_and_save_stats
 from aeris.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from aeris.train.logging import read_metrics
 from aeris.train.trainer import Trainer
-from conftest import make_dataset
+from tests.support.stores import make_dataset
 
 LEVELS = (500, 850)
 TRAIN = ["2020-08-01", "2020-08-07"]             # 28 times -> 27 samples

@@ -15,7 +15,8 @@ from aeris.data.dataset import ForecastDataset
 from aeris.data.prepared import PreparedStore, prepare, prepared_path
 from aeris.data.store import DataError
 from swipe.layout import WindowLayout
-from conftest import make_dataset, write
+from tests.support.stores import make_dataset, write
+from tests.support import REPO
 
 WINDOW = (4, 4)
 LEVELS = [500, 850]
@@ -245,7 +246,7 @@ def test_raw_shards_match_zarr_and_compressed_store(tmp_path):
 def test_loader_benchmark_smoke(tmp_path):
     import importlib.util
     import json
-    spec = importlib.util.spec_from_file_location("loader_bench", Path(__file__).parent.parent / "benchmarks" / "loader.py")
+    spec = importlib.util.spec_from_file_location("loader_bench", REPO / "benchmarks" / "loader.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.parse_layout("wy2xwx2") == (2, 2, 1) and bench.parse_layout("wy2xsp2") == (2, 1, 2)

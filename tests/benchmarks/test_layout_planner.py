@@ -9,9 +9,10 @@ from aeris.config import load_config
 from aeris.model.flops import parameter_count
 from aeris.model.network import AerisNet
 from swipe.layout import WindowLayout
+from tests.support import REPO
 
 _spec = importlib.util.spec_from_file_location(
-    "layout_planner", Path(__file__).resolve().parent.parent / "benchmarks" / "layout_planner.py")
+    "layout_planner", REPO / "benchmarks" / "layout_planner.py")
 planner = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(planner)
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_dataset, write
+from tests.support.stores import make_dataset, write
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -10,7 +10,7 @@ from aeris.data.stats import (
     compute_and_save_stats, compute_stats, load_stats, save_stats, stats_for, stats_path, time_pairs,
 )
 from aeris.data.store import DataError, open_store
-from conftest import make_dataset, write
+from tests.support.stores import make_dataset, write
 
 
 def _np_stats(x):

@@ -168,7 +168,7 @@ def test_verify_storm_tables():
 
 def test_aeris_track_cli_end_to_end(tmp_path):
     """Truth + forecast zarr stores with a storm on Laura's real best track -> `aeris track`."""
-    from track_fixtures import forecast_store, truth_store
+    from tests.support.tracks import forecast_store, truth_store
 
     from aeris.cli import main
     from aeris.evaluate.besttrack import load_ibtracs, select_storms

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_dataset, write
+from tests.support.stores import make_dataset, write
 
 LEVELS = (500, 850)
 N_TIME = 16

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset
+from tests.support.stores import make_dataset
 from swipe.testing import run_distributed
 
 LEVELS = (500, 850)

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 import pandas as pd
 import pytest
-from track_fixtures import fields, forecast_store, grid, moving_storm, truth_store
+from tests.support.tracks import fields, forecast_store, grid, moving_storm, truth_store
 
 from aeris.evaluate.config import DetectConfig, StitchConfig, TrackConfig, relaxed_stitch
 from aeris.evaluate.contours import (LatLonGrid, closed_contour, great_circle_deg,

@@ -11,7 +11,7 @@ from aeris.data.store import (
     G0, DataError, drop_row, fill_nan_with_min, model_grid, model_latitudes, open_store, pad_row,
     select_channels, select_period, validate,
 )
-from conftest import make_dataset, to_variant, write
+from tests.support.stores import make_dataset, to_variant, write
 
 VARIANTS = {
     "wb2": {},

@@ -15,7 +15,7 @@ from aeris.diffusion.noise import field_noise
 from aeris.forecast.config import ForecastConfig
 from aeris.forecast.rollout import ForcingSource, ForecastError, resolve_inits, run_forecast
 from aeris.forecast.store_writer import ForecastStoreError, progress_dir, variable_layout
-from forecast_fixtures import LEVELS, ckpt, fc, one_thread  # noqa: F401 (fixtures)
+from tests.aeris.forecast.conftest import LEVELS
 
 INITS = ["2020-08-01T00", "2020-08-02T06"]
 SURFACE = {"t2m": "2m_temperature", "u10": "10m_u_component_of_wind", "v10": "10m_v_component_of_wind",
