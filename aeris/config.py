@@ -7,26 +7,34 @@ is parsed as YAML (``model.dim=64``, ``data.levels=[500,850]``, ``train.lr=2e-4`
 Unknown sections or keys, and values of the wrong type, are errors that name the key.
 
 Each section's dataclass lives beside the code it configures (``aeris.data.config``,
-``aeris.model.config``, ...); this module only assembles and loads them.
+``aeris.model.config``, ...); this module declares the root `Config` from them and loads it.
+Those modules import nothing heavy (no torch, numpy, xarray), so importing this one is cheap.
+Every field carries a one-line doc (`aeris.confdoc.doc`); `describe_config` (`aeris config
+show`) prints a config as YAML with the docs as comments.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import Field, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
+from aeris.confdoc import doc, field_doc
 from aeris.data.config import DataConfig, SynthConfig
+from aeris.diffusion.config import DiffusionConfig
+from aeris.evaluate.config import TrackConfig
+from aeris.forecast.config import ForecastConfig
+from aeris.model.config import ModelConfig
+from aeris.train.config import TrainConfig
 
-__all__ = ["Config", "ConfigError", "SwipeConfig", "load_config", "apply_overrides",
-           "from_dict", "to_dict", "CONFIG_DIR"]
+__all__ = ["Config", "ConfigError", "SwipeConfig", "load_config", "apply_overrides", "from_dict",
+           "to_dict", "dump_config", "describe_config", "config_fields", "CONFIG_DIR", "SECTIONS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -39,70 +47,48 @@ class ConfigError(ValueError):
 class SwipeConfig:
     """The SWiPe mesh: data x pipeline x window(y, x) x sequence parallel degrees."""
 
-    dp: int = 1
-    pp: int = 1
-    wy: int = 1
-    wx: int = 1
-    sp: int = 1
-    backend: str = "auto"  # auto | gloo | nccl | xccl | ccl
+    dp: int = doc(1, "data-parallel degree (model replicas)")
+    pp: int = doc(1, "pipeline-parallel degree (stages of consecutive blocks)")
+    wy: int = doc(1, "window-parallel degree along latitude (rows of windows)")
+    wx: int = doc(1, "window-parallel degree along longitude (columns of windows)")
+    sp: int = doc(1, "sequence-parallel degree (Ulysses: the tokens of a window split over ranks; divides heads)")
+    backend: str = doc("auto", "torch.distributed backend: auto | gloo | nccl | xccl | ccl")
 
     @property
     def world_size(self) -> int:
         return self.dp * self.pp * self.wy * self.wx * self.sp
 
 
-def _section(name: str):
-    """Import a section dataclass lazily, so that a half-built package does not break loading."""
-    import importlib
-    mod, cls = name.rsplit(".", 1)
-    return getattr(importlib.import_module(mod), cls)
+@dataclass
+class Config:
+    """The whole run configuration: one dataclass per section."""
+
+    data: DataConfig = doc(text="where the data is and which channels the model sees", factory=DataConfig)
+    synth: SynthConfig = doc(text="the embedded synthetic reanalysis (`aeris data synth`)", factory=SynthConfig)
+    swipe: SwipeConfig = doc(text="the SWiPe mesh: dp x pp x wy x wx x sp ranks", factory=SwipeConfig)
+    model: ModelConfig = doc(text="shape and switches of the Swin diffusion transformer", factory=ModelConfig)
+    diffusion: DiffusionConfig = doc(text="TrigFlow diffusion: training noise, loss weights, sampler",
+                                     factory=DiffusionConfig)
+    train: TrainConfig = doc(text="optimiser, schedule, batch, EMA, logging and checkpoints of `aeris train`",
+                             factory=TrainConfig)
+    forecast: ForecastConfig = doc(text="`aeris forecast` and `aeris forecast-stability`: checkpoint, "
+                                        "initial times, lead, members, output", factory=ForecastConfig)
+    track: TrackConfig = doc(text="`aeris track`: cyclone detection, stitching and best-track verification",
+                             factory=TrackConfig)
 
 
-def _optional_sections() -> dict[str, type]:
-    out = {}
-    for key, path in {
-        "model": "aeris.model.config.ModelConfig",
-        "diffusion": "aeris.diffusion.config.DiffusionConfig",
-        "train": "aeris.train.config.TrainConfig",
-        "forecast": "aeris.forecast.config.ForecastConfig",
-        "track": "aeris.evaluate.config.TrackConfig",
-    }.items():
-        try:
-            out[key] = _section(path)
-        except ModuleNotFoundError as e:
-            # a section whose module is not part of this installation is simply absent; any
-            # other import failure is a real error and must not hide the section silently
-            if e.name != path.rsplit(".", 1)[0]:
-                raise
-            continue
-    return out
+SECTIONS = tuple(f.name for f in fields(Config))
 
 
-def _make_config_class() -> type:
-    extra = [(k, t, field(default_factory=t)) for k, t in _optional_sections().items()]
-    return dataclasses.make_dataclass(
-        "Config",
-        [("data", DataConfig, field(default_factory=DataConfig)),
-         ("synth", SynthConfig, field(default_factory=SynthConfig)),
-         ("swipe", SwipeConfig, field(default_factory=SwipeConfig)),
-         *extra],
-        namespace={"__doc__": "The whole run configuration: one dataclass per section."},
-    )
-
-
-_CONFIG_CLASS: type | None = None
-
-
-def Config(**kwargs):  # noqa: N802 - behaves as the class constructor
-    """Build the root config dataclass (sections are discovered at first use)."""
-    return config_class()(**kwargs)
-
-
-def config_class() -> type:
-    global _CONFIG_CLASS
-    if _CONFIG_CLASS is None:
-        _CONFIG_CLASS = _make_config_class()
-    return _CONFIG_CLASS
+def config_fields(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Field]]:
+    """Every field of dataclass `cls` and of the dataclasses nested in it, depth first:
+    (dotted key, field), a nested dataclass before its own fields."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key = prefix + f.name
+        yield key, f
+        if is_dataclass(hints[f.name]):
+            yield from config_fields(hints[f.name], key + ".")
 
 
 # ---- conversion ------------------------------------------------------------------------------
@@ -255,12 +241,46 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None):
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config file (or the defaults when None) and apply dotted overrides."""
     data = _read_yaml(resolve_config_path(path)) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(config_class(), data)
+    return from_dict(Config, data)
 
 
 def dump_config(cfg: Any) -> str:
+    """Plain YAML of a config (what run directories keep as config.yaml)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ---- documented YAML -------------------------------------------------------------------------
+def _flow(value: Any) -> str:
+    """One-line YAML of a plain value (flow style: lists as [a, b], mappings as {k: v})."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31 - 1, sort_keys=False)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
+def _describe(obj: Any, indent: str) -> list[str]:
+    lines = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        lines.append(f"{indent}# {field_doc(f)}")
+        if is_dataclass(value):
+            lines += [f"{indent}{f.name}:", *_describe(value, indent + "  ")]
+        else:
+            lines.append(f"{indent}{f.name}: {_flow(to_dict(value))}")
+    return lines
+
+
+def describe_config(cfg: Config, section: str | None = None) -> str:
+    """`cfg` as YAML with each field's doc as a comment on the line above it, section by section,
+    or only `section`. The text is a config file: `load_config` reads it back to an equal config
+    (to the same `section`, when one is given)."""
+    if section is not None and section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
+    blocks = []
+    for f in fields(cfg):
+        if section in (None, f.name):
+            blocks.append("\n".join([f"# {f.name}: {field_doc(f)}", f"{f.name}:",
+                                      *_describe(getattr(cfg, f.name), "  ")]))
+    return "\n\n".join(blocks) + "\n"

@@ -10,7 +10,7 @@ in the layout's storage order (swipe.layout) and calls:
 * ``ctx.change_frame(x, src, dst)``  re-lay tokens (B, n_lw, tpp, C) from frame src to dst.
 
 `SerialContext` (one rank: sp = 1, one window rank) does all of it with local tensor ops; the
-SWiPe context (swipe.parallel) does the same with collectives. Same model code either way,
+SWiPe context (swipe.parallel_context.SwipeContext) does the same with collectives. Same model code either way,
 so the serial run IS the reference for the parallel one.
 """
 

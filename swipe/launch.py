@@ -47,7 +47,7 @@ import torch.distributed as dist
 __all__ = [
     "DistInfo", "LaunchEnv", "LaunchError", "LAUNCHERS", "init_distributed", "shutdown",
     "detect_launcher", "torchrun_env", "slurm_env", "mpi_local_rank", "parse_hostlist",
-    "backend_for_device", "pick_device", "free_port",
+    "backend_for_device", "pick_device", "device_request", "free_port", "local_world_size",
 ]
 
 LAUNCHERS = ("torchrun", "mpi", "slurm", "single")
@@ -258,6 +258,34 @@ def pick_device(local_rank: int, device: str | torch.device | None = None) -> to
         d = torch.device(d.type, local_rank % n)
     mod.set_device(d)
     return d
+
+
+def local_world_size(env: Mapping[str, str] | None = None) -> int:
+    """Ranks on this node, from the launcher's variables (1 when none is set)."""
+    env = os.environ if env is None else env
+    for k in ("LOCAL_WORLD_SIZE", "PALS_LOCAL_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+              "SLURM_NTASKS_PER_NODE"):
+        v = env.get(k, "").split("(")[0]  # Slurm writes e.g. "4(x2)"
+        if v.isdigit():
+            return int(v)
+    return 1
+
+
+def device_request(device: str | None, distributed: bool) -> str | None:
+    """A user's device choice as `pick_device` / `init_distributed` take it, the same rule in
+    one process and on a mesh: ``auto`` (or None) -> None (an accelerator when one is visible,
+    else the CPU); a type (``cpu``, ``cuda``, ``xpu``) -> that type, each rank taking its
+    node-local device; an indexed device (``cuda:1``) only in one process."""
+    if device in (None, "", "auto"):
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise LaunchError(f"unknown device {device!r}: expected auto, cpu, cuda, xpu or e.g. cuda:1") from e
+    if distributed and d.index is not None:
+        raise LaunchError(f"device {device!r}: on a mesh give a device type (cpu, cuda, xpu); each rank "
+                          f"takes its node-local device")
+    return str(d)
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@
 Each area owns one module here with ``add_parser(subparsers)`` that registers its
 sub-command(s) and sets ``func`` (a callable taking the parsed namespace):
 ``aeris data ...`` (data.py), ``aeris train`` (train.py), ``aeris forecast`` (forecast.py),
-``aeris evaluate`` (evaluate.py), ``aeris track`` (track.py), ``aeris demo`` (demo.py).
+``aeris evaluate`` (evaluate.py), ``aeris track`` (track.py), ``aeris demo`` (demo.py),
+``aeris config show`` (config.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "demo")
+_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "demo", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from aeris.config import ConfigError
+    from aeris.log import setup_console
+    setup_console()
     try:
         rc = args.func(args)
     except ConfigError as e:

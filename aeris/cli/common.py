@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aeris.config import Config
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -13,6 +17,7 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> N
                    help="dotted config overrides, e.g. model.dim=64 data.path=/data/era5.zarr")
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> Config:
+    """The config named by ``--config`` with the overrides applied."""
     from aeris.config import load_config
     return load_config(args.config, args.overrides)

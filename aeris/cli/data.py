@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from aeris.cli.common import add_config_args, load_from_args
+
+if TYPE_CHECKING:
+    from aeris.config import Config
 
 
 def add_parser(subparsers) -> None:
@@ -82,14 +86,10 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_window(text: str | None, cfg) -> tuple[int, int]:
+def parse_window(text: str | None, cfg: Config) -> tuple[int, int]:
     """'8x8' / '8' -> (8, 8); None -> model.window of the config."""
     if text is None:
-        model = getattr(cfg, "model", None)
-        window = getattr(model, "window", None)
-        if window is None:
-            raise ValueError("no window: pass --window HxW (the config has no model.window)")
-        return int(window[0]), int(window[1])
+        return int(cfg.model.window[0]), int(cfg.model.window[1])
     parts = text.lower().replace(",", "x").split("x")
     try:
         w = [int(p) for p in parts]

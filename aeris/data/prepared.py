@@ -49,7 +49,7 @@ from aeris.data.store import (
     select_period,
 )
 
-__all__ = ["prepare", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
+__all__ = ["prepare", "ensure_prepared", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
            "record_differences", "FORMAT"]
 
 FORMAT = "aeris-prepared/1"
@@ -485,6 +485,14 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def ensure_prepared(cfg: DataConfig, window: Sequence[int], *, progress: bool = True) -> Path:
+    """The prepared store of `cfg`: an existing one as it is (a `ForecastDataset` checks that it
+    matches `cfg`, and may read it in another window's token order), else built by `prepare`
+    for ``window``."""
+    path = Path(prepared_path(cfg))
+    return path if path.exists() else prepare(cfg, window, progress=progress)
 
 
 def _write(arr, start: int | None, block: np.ndarray, tile: tuple[int, int], raw: bool) -> None:

@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 from aeris.atomic import atomic_write
 from aeris.data.config import DataConfig
 from aeris.data.lexicon import canonical_name, channel_name, channel_names, parse_channel
+from aeris.data.forcings import toa_incident_solar_radiation
 from aeris.data.store import (
-    DataError, _select_levels, _select_variables, fill_nan_with_min, is_remote, open_store, select_period,
+    DataError, select_levels, select_variables, fill_nan_with_min, is_remote, open_store, select_period,
 )
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "stats_path", "channel_sets",
@@ -216,7 +217,6 @@ def with_computed_tisr(ds: xr.Dataset, chunk: int = 8) -> xr.Dataset:
     (`aeris.data.forcings`, 1-h accumulation ending at each time) when the store lacks it."""
     if "toa_incident_solar_radiation" in ds.data_vars:
         return ds
-    from aeris.data.forcings import toa_incident_solar_radiation
     lat = ds["latitude"].values.astype(np.float64)
     lon = ds["longitude"].values.astype(np.float64)
     t = dsa.from_array(ds["time"].values.astype("datetime64[ns]").astype(np.int64), chunks=chunk)
@@ -239,8 +239,8 @@ def open_config_store(cfg: DataConfig) -> xr.Dataset:
     if "toa_incident_solar_radiation" in {canonical_name(v) for v in cfg.forcings}:
         ds = with_computed_tisr(ds)
     variables = [*cfg.surface, *cfg.atmospheric, *cfg.forcings, *cfg.static]
-    ds = _select_variables(ds, variables, str(cfg.path))
-    return _select_levels(ds, cfg.levels, str(cfg.path)) if cfg.atmospheric else ds
+    ds = select_variables(ds, variables, str(cfg.path))
+    return select_levels(ds, cfg.levels, str(cfg.path)) if cfg.atmospheric else ds
 
 
 def compute_and_save_stats(cfg: DataConfig, overwrite: bool = True) -> Path:

@@ -38,7 +38,7 @@ from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical
 __all__ = [
     "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period", "period_bounds",
     "drop_row", "pad_row", "model_grid", "model_latitudes", "fill_nan_with_min", "is_remote",
-    "CANONICAL_DIM_ORDER", "G0",
+    "CANONICAL_DIM_ORDER", "G0", "select_variables", "select_levels",
 ]
 
 G0 = 9.80665  # standard gravity [m s-2] (WMO), geopotential = G0 * geopotential height
@@ -119,13 +119,13 @@ def open_store(path_or_url: str | os.PathLike, variables: Sequence[str] | None =
             raise DataError(f"member={member} asked but {path_or_url} has no ensemble dim 'number'")
         ds = ds.sel(number=member, drop=True)
     if variables is not None:
-        ds = _select_variables(ds, variables, str(path_or_url))
+        ds = select_variables(ds, variables, str(path_or_url))
     if levels is not None:
-        ds = _select_levels(ds, levels, str(path_or_url))
+        ds = select_levels(ds, levels, str(path_or_url))
     return ds
 
 
-def _select_variables(ds: xr.Dataset, variables: Iterable[str], where: str) -> xr.Dataset:
+def select_variables(ds: xr.Dataset, variables: Iterable[str], where: str) -> xr.Dataset:
     names = []
     for v in variables:
         try:
@@ -138,7 +138,7 @@ def _select_variables(ds: xr.Dataset, variables: Iterable[str], where: str) -> x
     return ds[names]
 
 
-def _select_levels(ds: xr.Dataset, levels: Iterable[int], where: str) -> xr.Dataset:
+def select_levels(ds: xr.Dataset, levels: Iterable[int], where: str) -> xr.Dataset:
     levels = [int(lv) for lv in levels]
     if "level" not in ds.dims:
         if any("level" in ds[v].dims for v in ds.data_vars):  # pragma: no cover - defensive
@@ -288,7 +288,7 @@ def validate(ds: xr.Dataset, variables: Sequence[str], levels: Sequence[int] | N
     if missing:
         raise DataError(f"missing variable(s) {missing}; the store has {sorted(ds.data_vars)}")
     if levels is not None and any(VARIABLES[n].kind == "atmospheric" for n in names):
-        _select_levels(ds, levels, "store")
+        select_levels(ds, levels, "store")
     if grid is not None:
         got = (ds.sizes.get("latitude", 0), ds.sizes.get("longitude", 0))
         if tuple(got) != tuple(grid):

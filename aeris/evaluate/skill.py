@@ -30,8 +30,10 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from aeris.atomic import atomic_write
+from aeris.data.store import open_store
 from aeris.data.lexicon import LexiconError, lookup, parse_channel
 from aeris.evaluate import metrics as M
+from aeris.evaluate.skill_plots import plot_skill, plot_spectra
 
 __all__ = [
     "HEADLINE_CHANNELS", "SCORE_NAMES", "EvaluationError", "default_channels", "channel_field",
@@ -50,7 +52,6 @@ class EvaluationError(ValueError):
 
 def _open(path: str | os.PathLike) -> xr.Dataset:
     """Open a store in the canonical layout (the project's one opener; lazy)."""
-    from aeris.data.store import open_store
     return open_store(path)
 
 
@@ -407,7 +408,6 @@ def run_evaluation(forecast_path: str | os.PathLike, truth_path: str | os.PathLi
     spectra = evaluate_spectra(forecast, truth, channels)
     paths["spectra"] = write_netcdf(spectra, Path(out_dir) / "spectra.nc")
     if plots:
-        from aeris.evaluate.skill_plots import plot_skill, plot_spectra
         paths["skill_plot"] = plot_skill(scores, Path(out_dir) / "skill.png")
         paths["spectra_plot"] = plot_spectra(spectra, Path(out_dir) / "spectra.png")
     log(scores_to_markdown(scores))

@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from aeris.atomic import atomic_write  # noqa: E402
+
 __all__ = ["plot_skill", "plot_spectra"]
 
 # one row per panel kind: (title, [(score, label, style)])
@@ -30,7 +32,6 @@ _ROWS = (
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    from aeris.atomic import atomic_write
     path = Path(path)
     try:
         atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))

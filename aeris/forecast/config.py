@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from aeris.confdoc import doc
 
 __all__ = ["ForecastConfig"]
 
@@ -11,32 +13,30 @@ __all__ = ["ForecastConfig"]
 class ForecastConfig:
     """Which checkpoint, which initial times, how far, how many members, where to write."""
 
-    # a checkpoint file, or a run directory (its latest checkpoint); "" = train.out_dir
-    checkpoint: str = ""
-    out: str = "forecasts/forecast.zarr"
-    # initial times: an explicit list of ISO times, or start/end (inclusive) with a stride
-    inits: list[str] = field(default_factory=list)
-    start: str = ""
-    end: str = ""
-    stride_hours: int = 24
-    steps: int = 4                    # model steps (lead = steps * data.dt_hours)
-    members: int = 2                  # ensemble members 0 .. members-1
-    member_ids: list[int] = field(default_factory=list)  # a subset of members to (re)generate
-    sampler_steps: int = 0            # 0 = diffusion.steps of the checkpoint's config
-    seed: int = 0
-    use_ema: bool = True
-    overwrite: bool = False
-    batch_members: int = 0            # members sampled together (= members per zarr chunk); 0 = all
-    include_initial: bool = True      # lead 0 = the initial condition (see rollout docstring)
-    pad_mode: str = "copy"            # restored polar row: copy of its neighbour | nan
-    # forcings past the prepared store's end: compute TOA insolation ("compute") or stop ("error")
-    forcing_fallback: str = "compute"
-    device: str = "cpu"
-    progress: bool = True
-    # long-rollout stability check (`aeris forecast-stability`)
-    stability_days: float = 90.0
-    stability_members: int = 2
-    stability_out: str = "forecasts/stability"
+    checkpoint: str = doc("", "a checkpoint file, or a run directory (its latest checkpoint); '' = train.out_dir")
+    out: str = doc("forecasts/forecast.zarr", "forecast store written (zarr, WB2 forecast layout)")
+    inits: list[str] = doc([], "initial times as ISO strings; or leave empty and give start/end")
+    start: str = doc("", "first initial time of a range (with end and stride_hours)")
+    end: str = doc("", "last initial time of a range, inclusive ('' = start)")
+    stride_hours: int = doc(24, "hours between the initial times of a range")
+    steps: int = doc(4, "model steps (lead = steps * data.dt_hours)")
+    members: int = doc(2, "ensemble members 0 .. members-1")
+    member_ids: list[int] = doc([], "a subset of the members to (re)generate ([] = all)")
+    sampler_steps: int = doc(0, "sampler steps; 0 = diffusion.steps of the checkpoint's config")
+    seed: int = doc(0, "seed of the ensemble noise")
+    use_ema: bool = doc(True, "use the EMA weights of the checkpoint (false = the raw weights)")
+    overwrite: bool = doc(False, "replace an existing store written for another request")
+    batch_members: int = doc(0, "members sampled together (= members per zarr chunk); 0 = all")
+    include_initial: bool = doc(True, "write lead 0 = the initial condition (see the rollout docstring)")
+    pad_mode: str = doc("copy", "copy | nan: the restored polar row is a copy of its neighbour, or NaN")
+    forcing_fallback: str = doc("compute", "forcings past the prepared store's end: compute TOA insolation "
+                                           "(compute) or stop (error)")
+    device: str = doc("cpu", "auto | cpu | cuda | xpu (each rank its node-local device), or e.g. cuda:1 "
+                             "in one process")
+    progress: bool = doc(True, "show a progress bar")
+    stability_days: float = doc(90.0, "`aeris forecast-stability`: rollout length, days")
+    stability_members: int = doc(2, "`aeris forecast-stability`: ensemble members")
+    stability_out: str = doc("forecasts/stability", "`aeris forecast-stability`: report folder")
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -8,16 +8,29 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from aeris.diffusion.config import DiffusionConfig
 from aeris.diffusion.objective import network_input
 from aeris.diffusion.sampler import sample_members
 
-__all__ = ["member_keys", "sample_residuals"]
+__all__ = ["init_hours", "member_keys", "sample_residuals"]
+
+_NS_PER_HOUR = 3_600_000_000_000
+
+
+def init_hours(t) -> int:
+    """Whole hours since 1970-01-01 of an initial time (datetime64, or int ns since 1970)."""
+    ns = int(np.datetime64(t, "ns").astype(np.int64)) if not isinstance(t, (int, np.integer)) else int(t)
+    if ns % _NS_PER_HOUR:
+        raise ValueError(f"initial time {np.datetime64(ns, 'ns')} is not a whole hour "
+                         f"(noise keys use hours since 1970)")
+    return ns // _NS_PER_HOUR
 
 
 def member_keys(seed: int, init_hours: int, members: Sequence[int], step: int) -> list[tuple[int, ...]]:
+    """Keys of `members` at rollout step `step` of the forecast started `init_hours` after 1970."""
     return [(int(seed), int(init_hours), int(m), int(step)) for m in members]
 
 

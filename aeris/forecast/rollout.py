@@ -36,21 +36,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from aeris.checkpoint.weights import read_weights, resolve_checkpoint
+from aeris.config import Config, from_dict, to_dict
+from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
+from aeris.data.forcings import toa_incident_solar_radiation
 from aeris.data.store import DataError, pad_row, drop_row
+from aeris.diffusion.config import DiffusionConfig
 from aeris.forecast.config import ForecastConfig
-from aeris.forecast.ensemble import member_keys, sample_residuals
+from aeris.forecast.ensemble import init_hours, member_keys, sample_residuals
+from aeris.model.network import AerisNet
 from aeris.forecast.store_writer import ForecastStore, StoreSpec
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 
-__all__ = ["Forecaster", "ForecastError", "load_forecaster", "resolve_checkpoint", "resolve_inits",
-           "init_hours", "member_batches", "rollout_batch", "run_forecast", "forecast_request",
+__all__ = ["Forecaster", "ForecastError", "load_forecaster", "open_view", "resolve_inits",
+           "member_batches", "rollout_batch", "run_forecast", "forecast_request",
            "DiffusionStepper", "RankRole", "default_role", "ForcingSource", "initial_state"]
-
-_NS_PER_HOUR = 3_600_000_000_000
 
 # a stepper maps (cond (B, n_lw, tpp, C_cond), keys) -> standardised residuals (B, n_lw, tpp, C)
 Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
@@ -75,11 +80,11 @@ class DiffusionStepper:
 class Forecaster:
     """A loaded checkpoint ready to roll out: run config, data view, model, sampler settings."""
 
-    cfg: object                  # the run's Config (from the checkpoint)
+    cfg: Config                  # the run's configuration (from the checkpoint)
     ds: ForecastDataset          # whole-field view of the prepared store
     model: torch.nn.Module
     ctx: SerialContext
-    dcfg: object                 # DiffusionConfig actually used for sampling
+    dcfg: DiffusionConfig        # the sampler settings actually used
     checkpoint: str
     step: int
     use_ema: bool
@@ -97,33 +102,7 @@ class Forecaster:
         return DiffusionStepper(self.model, self.ctx, len(self.channels), self.dcfg)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or a run directory's latest checkpoint."""
-    from aeris.train.dist_checkpoint import latest_any_checkpoint
-    p = Path(path)
-    if p.is_file() or (p / "meta.pt").is_file():  # a serial file, or one SWiPe checkpoint directory
-        return p
-    if p.is_dir():
-        ck = latest_any_checkpoint(p)
-        if ck is None:
-            raise ForecastError(f"no checkpoint in run directory {p} (expected {p}/checkpoints/"
-                                f"step_*.pt or step_*.dist)")
-        return ck
-    raise ForecastError(f"checkpoint not found: {p}")
-
-
-def _read_weights(path: Path) -> dict:
-    """Model/EMA weights, config, meta and step of a serial (.pt) or SWiPe (.dist) checkpoint."""
-    from aeris.train.checkpoint import load_checkpoint
-    from aeris.train.dist_checkpoint import read_checkpoint
-    if path.is_dir():
-        ck = read_checkpoint(path)
-        return {"config": ck["config"], "meta": ck["meta"], "step": ck["step"], "model": ck["model"],
-                "ema": {"shadow": ck["ema"]} if ck["ema"] else None}
-    return load_checkpoint(path, map_location="cpu")
-
-
-def _dataset(data_cfg, index_map: np.ndarray | None = None) -> ForecastDataset:
+def open_view(data_cfg: DataConfig, index_map: np.ndarray | None = None) -> ForecastDataset:
     """View of the prepared store (whole field, or a rank's `index_map`) through any split with
     samples: the rollout reads any time of the store, whatever the split."""
     errors = []
@@ -139,38 +118,35 @@ def _dataset(data_cfg, index_map: np.ndarray | None = None) -> ForecastDataset:
 
 def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_steps: int = 0,
                     device: str | torch.device = "cpu") -> Forecaster:
-    """Model (EMA weights by default) + data view + sampler settings from a checkpoint.
+    """Model (EMA weights by default) + data view + sampler settings from a checkpoint (a file,
+    a SWiPe checkpoint directory or a run directory: its newest checkpoint).
 
     The data section of the checkpoint's stored config names the prepared store and channels.
     """
-    from aeris.config import config_class, from_dict
-    from aeris.train.trainer import build_model
-
     path = resolve_checkpoint(checkpoint)
     device = torch.device(device)
-    state = _read_weights(path)
-    if "config" not in state:
+    state = read_weights(path)
+    if not state.get("config"):
         raise ForecastError(f"checkpoint {path} has no stored config")
-    cfg = from_dict(config_class(), json.loads(state["config"]))
-    ds = _dataset(cfg.data)
+    cfg = from_dict(Config, json.loads(state["config"]))
+    ds = open_view(cfg.data)
     if tuple(ds.window) != tuple(cfg.model.window):
         # the prepared store's tiles follow another window: read in the model's token order
-        ds = _dataset(cfg.data, index_map=WindowLayout(*ds.grid, *cfg.model.window).index_map(0, 0))
+        ds = open_view(cfg.data, index_map=WindowLayout(*ds.grid, *cfg.model.window).index_map(0, 0))
     meta = state.get("meta") or {}
     if meta and list(meta.get("channels", [])) != list(ds.channels):
         raise ForecastError(f"checkpoint {path} was trained on channels {meta.get('channels')}, the "
                             f"prepared store has {list(ds.channels)}")
     if meta and tuple(meta.get("grid", ds.grid)) != tuple(ds.grid):
         raise ForecastError(f"checkpoint {path} grid {meta.get('grid')} != prepared store grid {ds.grid}")
-    model = build_model(cfg, ds)
+    model = AerisNet.for_data(cfg.model, len(ds.channels), ds.n_forcing, ds.grid)
     model.load_state_dict(state["model"])
     if use_ema:
-        shadow = (state.get("ema") or {}).get("shadow")
-        if shadow is None:
+        if state["ema"] is None:
             raise ForecastError(f"checkpoint {path} has no EMA weights (use use_ema=false / --no-ema)")
         with torch.no_grad():
             for n, p in model.named_parameters():
-                p.copy_(shadow[n].to(p.dtype))
+                p.copy_(state["ema"][n].to(p.dtype))
     model.to(device).eval()
     H, W = ds.grid
     ctx = SerialContext(WindowLayout(H, W, *cfg.model.window))
@@ -194,13 +170,6 @@ def resolve_inits(fcfg: ForecastConfig) -> np.ndarray:
         raise ForecastError("no initial time: set forecast.inits or forecast.start (and end, stride_hours)")
     out = np.unique(np.array([np.datetime64(x.to_datetime64(), "ns") for x in t]))
     return out
-
-
-def init_hours(t: np.datetime64) -> int:
-    ns = int(np.datetime64(t, "ns").astype(np.int64))
-    if ns % _NS_PER_HOUR:
-        raise ForecastError(f"initial time {t} is not a whole hour (noise keys use hours since 1970)")
-    return ns // _NS_PER_HOUR
 
 
 def member_batches(members: Sequence[int], batch: int) -> list[list[int]]:
@@ -241,7 +210,6 @@ class ForcingSource:
 
     def computed(self, t: np.datetime64) -> np.ndarray:
         """Forcings of step t -> t+dt computed from the solar geometry (TOA insolation only)."""
-        from aeris.data.forcings import toa_incident_solar_radiation
         t = np.datetime64(t, "ns")
         names = self.ds.store.forcing_channels
         if self.fallback != "compute" or any(c != "tisr" for c in names):
@@ -324,7 +292,6 @@ def source_latitudes(ds: ForecastDataset) -> np.ndarray:
 
 def forecast_request(fc: Forecaster, fcfg: ForecastConfig, inits: np.ndarray, members: list[int]) -> dict:
     """Everything that determines the output values (compared on resume)."""
-    from aeris.config import to_dict
     return {
         "checkpoint": fc.checkpoint, "checkpoint_step": fc.step, "use_ema": fc.use_ema,
         "inits": [str(t)[:19] for t in inits], "steps": int(fcfg.steps), "members": members,
@@ -336,14 +303,12 @@ def forecast_request(fc: Forecaster, fcfg: ForecastConfig, inits: np.ndarray, me
 
 
 def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -386,7 +351,10 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
     role = role or default_role(ds)
     inits = resolve_inits(fcfg)
     for t in inits:
-        init_hours(t)
+        try:
+            init_hours(t)
+        except ValueError as e:
+            raise ForecastError(str(e)) from None
     members = sorted(set(fcfg.member_ids)) if fcfg.member_ids else list(range(fcfg.members))
     batches = member_batches(members, fcfg.batch_members)
     chunk = len(batches[0])
@@ -449,7 +417,6 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
 
 
 def _store_attrs(fc: Forecaster, fcfg: ForecastConfig) -> dict:
-    from aeris.config import to_dict
     return {
         "title": "AERIS ensemble forecast", "conventions": "WeatherBench2 forecast layout: time = "
         "initialisation time, prediction_timedelta = lead, number = member",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from aeris.confdoc import doc
 
 __all__ = ["ModelConfig", "NORM_ORDERS"]
 
@@ -13,32 +15,26 @@ NORM_ORDERS = ("norm_modulate", "modulate_norm")
 class ModelConfig:
     """Shape and switches of the pixel-level Swin diffusion transformer.
 
-    ``heads * head_dim == dim`` with ``head_dim = dim // heads`` (128 at scale). The window
-    is a model hyper-parameter (the SWiPe layout is built from it); frames alternate every
-    ``shift_every`` blocks: frame of block i = (i // shift_every) % 2.
+    The window is a model hyper-parameter (the SWiPe layout is built from it).
     """
 
-    dim: int = 64
-    depth: int = 4
-    heads: int = 4
-    # SwiGLU hidden width; 0 = 4 * dim
-    mlp_hidden: int = 0
-    window: list[int] = field(default_factory=lambda: [8, 8])
-    shift_every: int = 1
-    # "norm_modulate": modulate(RMSNorm(x)) (DiT order, default); "modulate_norm": RMSNorm(modulate(x)) (orig)
-    norm_order: str = "norm_modulate"
-    # 2-D axial rotary embedding of the in-window (row, col) on q and k
-    rope: bool = True
-    rope_theta: float = 100.0
-    # stop shifted windows from attending across the pole-to-pole wrap
-    pole_mask: bool = True
-    # per-block modulation MLP Linear(d,d)-SiLU-Linear(d,6d) (true) or a single Linear(d,6d) (false)
-    adaln_hidden: bool = True
-    # multiplier of the TrigFlow time t in [0, pi/2] before the sinusoidal embedding
-    time_scale: float = 1000.0
-    norm_eps: float = 1e-6
-    # activation checkpointing of every block (recompute in backward)
-    checkpoint_blocks: bool = False
+    dim: int = doc(64, "token width d; heads * head_dim == dim (head_dim 128 at scale)")
+    depth: int = doc(4, "number of transformer blocks")
+    heads: int = doc(4, "attention heads; head_dim = dim // heads (a multiple of 4 with rope)")
+    mlp_hidden: int = doc(0, "SwiGLU hidden width; 0 = 4 * dim")
+    window: list[int] = doc([8, 8], "attention window [ws_h, ws_w], two even sizes")
+    shift_every: int = doc(1, "windows shift by half a window every N blocks: frame of block i = (i // N) % 2")
+    norm_order: str = doc("norm_modulate", "norm_modulate: modulate(RMSNorm(x)) (DiT order); "
+                                           "modulate_norm: RMSNorm(modulate(x)) (the original)")
+    rope: bool = doc(True, "2-D axial rotary embedding of the in-window (row, col) on q and k")
+    rope_theta: float = doc(100.0, "RoPE base: frequencies theta^(-k/n), n = head_dim / 4")
+    pole_mask: bool = doc(True, "stop shifted windows from attending across the pole-to-pole wrap")
+    adaln_hidden: bool = doc(True, "per-block modulation MLP Linear(d,d)-SiLU-Linear(d,6d) (true) "
+                                   "or a single Linear(d,6d) (false)")
+    time_scale: float = doc(1000.0, "multiplier of the TrigFlow time t in [0, pi/2] before the sinusoidal "
+                                    "embedding")
+    norm_eps: float = doc(1e-6, "RMSNorm epsilon")
+    checkpoint_blocks: bool = doc(False, "activation checkpointing of every block (recompute in backward)")
 
     def __post_init__(self) -> None:
         if min(self.dim, self.depth, self.heads, self.shift_every) < 1:

@@ -15,7 +15,7 @@ from torch import nn
 
 __all__ = ["RmsNorm", "SwiGLU", "Modulation", "WindowAttention", "modulate", "axial_rope_angles",
            "apply_rope", "timestep_embedding", "sincos_1d", "position_embedding_2d", "init_linear",
-           "swiglu"]
+           "swiglu", "default_std"]
 
 
 def init_linear(layer: nn.Linear, std: float) -> None:
@@ -153,6 +153,6 @@ def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int, dtype: torch.
     return emb.reshape(*g.shape, dim)
 
 
-def _default_std(dim: int) -> float:
+def default_std(dim: int) -> float:
     """Small init of AERIS.md section 3: sqrt(2 / (5 d))."""
     return math.sqrt(2.0 / (5.0 * dim))

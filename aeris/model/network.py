@@ -21,10 +21,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aeris.model.config import ModelConfig
-from aeris.model.layers import (Modulation, RmsNorm, SwiGLU, WindowAttention, _default_std,
+from aeris.model.layers import (Modulation, RmsNorm, SwiGLU, WindowAttention, default_std,
                                 init_linear, modulate, position_embedding_2d, timestep_embedding)
+from swipe.pipeline import StagePlan
 
-__all__ = ["AerisNet", "AerisBlock", "OutputHead", "decay_parameter_names"]
+__all__ = ["AerisNet", "AerisStage", "AerisBlock", "OutputHead", "block_frame", "whole_plan",
+           "decay_parameter_names"]
 
 
 class AerisBlock(nn.Module):
@@ -32,7 +34,7 @@ class AerisBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        d, std = cfg.dim, _default_std(cfg.dim)
+        d, std = cfg.dim, default_std(cfg.dim)
         self.norm_order = cfg.norm_order
         self.norm1 = RmsNorm(d, eps=cfg.norm_eps)
         self.attn = WindowAttention(d, cfg.heads, cfg.rope, cfg.rope_theta, std)
@@ -60,7 +62,7 @@ class OutputHead(nn.Module):
     def __init__(self, cfg: ModelConfig, n_out: int):
         super().__init__()
         self.norm = RmsNorm(cfg.dim, eps=cfg.norm_eps)
-        self.modulation = Modulation(cfg.dim, 2, cfg.adaln_hidden, _default_std(cfg.dim))
+        self.modulation = Modulation(cfg.dim, 2, cfg.adaln_hidden, default_std(cfg.dim))
         self.linear = nn.Linear(cfg.dim, n_out)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
@@ -70,14 +72,40 @@ class OutputHead(nn.Module):
         return self.linear(modulate(self.norm(h), shift, scale))
 
 
-class AerisNet(nn.Module):
-    """F(x_in, t): per-pixel input channels n_in -> per-pixel output channels n_out.
+def block_frame(cfg: ModelConfig, i: int) -> int:
+    """Frame of block i: windows shift by half a window every ``cfg.shift_every`` blocks."""
+    if not 0 <= i < cfg.depth:
+        raise IndexError(f"block {i} out of range (model has {cfg.depth} blocks)")
+    return (i // cfg.shift_every) % 2
 
-    ``n_in`` = noisy residual (n_out) + standardised state (n_out) + forcings, concatenated by
-    the caller; ``grid`` = (H, W) of the field the network sees (for the position encoding).
+
+def whole_plan(depth: int) -> StagePlan:
+    """The one stage that is the whole network: every block, frame 0 in and out."""
+    return StagePlan(index=0, n_stages=1, blocks=range(depth), start_frame=0, end_frame=0)
+
+
+class AerisStage(nn.Module):
+    """A pipeline stage of the network, and a module whose ``forward`` runs on its own.
+
+    It holds the blocks ``plan.blocks`` (other indices are parameter-free placeholders, so a
+    parameter keeps its global name ``blocks.3.attn.qkv.weight`` on every stage), the input
+    embedding on the first stage and the output head on the last::
+
+        forward(x, t) = head(walk(embed(x))) on a one-stage plan (the whole network),
+        walk(h) = change_frame to plan.end_frame of (... block_i(change_frame(h), c) ...),
+        c = time_embedding(t)
+
+    The first stage takes the network input (B, n_lw, tpp, n_in), any other stage the
+    activations (B, n_lw, tpp, d) in ``plan.start_frame``; the last stage returns the output
+    (B, n_lw, tpp, n_out), any other stage activations in ``plan.end_frame``.
+
+    ``source``: take the parts from an existing network instead of building them (their
+    weights are shared, not copied); without it the parts are built and initialised in the
+    order input, blocks, head (the whole network's order, so a seeded build is reproducible).
     """
 
-    def __init__(self, cfg: ModelConfig, n_out: int, n_in: int, grid: tuple[int, int]):
+    def __init__(self, cfg: ModelConfig, n_out: int, n_in: int, grid: tuple[int, int],
+                 plan: StagePlan | None = None, *, source: AerisStage | None = None):
         super().__init__()
         if n_in < 1 or n_out < 1:
             raise ValueError(f"AerisNet needs n_in, n_out >= 1, got n_in={n_in}, n_out={n_out}")
@@ -87,11 +115,20 @@ class AerisNet(nn.Module):
             raise ValueError(f"grid {H}x{W} is not divisible by the window {ws_h}x{ws_w}")
         if cfg.dim % 4:
             raise ValueError(f"model.dim={cfg.dim} must be a multiple of 4 (2-D position encoding)")
-        self.cfg, self.n_in, self.n_out, self.grid = cfg, n_in, n_out, (H, W)
-        self.input = nn.Linear(n_in, cfg.dim)
-        init_linear(self.input, _default_std(cfg.dim))
-        self.blocks = nn.ModuleList(AerisBlock(cfg) for _ in range(cfg.depth))
-        self.out = OutputHead(cfg, n_out)
+        plan = plan or whole_plan(cfg.depth)
+        if plan.blocks and (plan.blocks.start < 0 or plan.blocks.stop > cfg.depth):
+            raise ValueError(f"stage blocks {list(plan.blocks)} outside the model's {cfg.depth} blocks")
+        self.cfg, self.n_in, self.n_out, self.grid, self.plan = cfg, n_in, n_out, (H, W), plan
+        if plan.is_first:
+            self.input = source.input if source is not None else nn.Linear(n_in, cfg.dim)
+            if source is None:
+                init_linear(self.input, default_std(cfg.dim))
+        else:
+            self.input = None
+        self.blocks = nn.ModuleList(
+            (source.blocks[i] if source is not None else AerisBlock(cfg)) if i in plan.blocks else nn.Identity()
+            for i in range(cfg.depth))
+        self.out = ((source.out if source is not None else OutputHead(cfg, n_out)) if plan.is_last else None)
 
     # ---- pipeline-splittable pieces -----------------------------------------------------------
     @property
@@ -100,9 +137,7 @@ class AerisNet(nn.Module):
 
     def block_frame(self, i: int) -> int:
         """Frame of block i: windows shift by half a window every `shift_every` blocks."""
-        if not 0 <= i < self.n_blocks:
-            raise IndexError(f"block {i} out of range (model has {self.n_blocks} blocks)")
-        return (i // self.cfg.shift_every) % 2
+        return block_frame(self.cfg, i)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """Fixed sinusoidal embedding of TrigFlow time t (B,) -> (B, d); no parameters."""
@@ -138,18 +173,25 @@ class AerisNet(nn.Module):
         """Output head on h in frame 0 -> (B, n_lw, tpp, n_out)."""
         return self.out(h, c)
 
-    def forward(self, x_in: torch.Tensor, t: torch.Tensor, ctx) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ctx) -> torch.Tensor:
+        """The stage on its input (class docstring); the one walk over blocks and frames."""
+        plan = self.plan
         c = self.time_embedding(t)
-        h = self.embed(x_in, ctx)
-        frame = 0
-        for i in range(self.n_blocks):
+        h = self.embed(x, ctx) if plan.is_first else x
+        frame = plan.start_frame
+        for i in plan.blocks:
             f = self.block_frame(i)
             if f != frame:
                 h, frame = ctx.change_frame(h, frame, f), f
             h = self.block(i, h, c, ctx)
-        if frame != 0:
-            h = ctx.change_frame(h, frame, 0)
-        return self.head(h, c, ctx)
+        if frame != plan.end_frame:
+            h = ctx.change_frame(h, frame, plan.end_frame)
+        return self.head(h, c, ctx) if plan.is_last else h
+
+    def stage(self, plan: StagePlan) -> AerisStage:
+        """The stage ``plan`` of this network, sharing its parts (the parts it does not run are
+        left out; parameter names stay the global ones)."""
+        return AerisStage(self.cfg, self.n_out, self.n_in, self.grid, plan, source=self)
 
     def _check_ctx(self, ctx) -> None:
         layout = getattr(ctx, "layout", None)
@@ -162,6 +204,24 @@ class AerisNet(nn.Module):
 
     def decay_parameter_names(self) -> list[str]:
         return decay_parameter_names(self)
+
+
+class AerisNet(AerisStage):
+    """F(x_in, t): per-pixel input channels n_in -> per-pixel output channels n_out; the
+    one-stage `AerisStage` (every block, embedding and head).
+
+    ``n_in`` = noisy residual (n_out) + standardised state (n_out) + forcings, concatenated by
+    the caller; ``grid`` = (H, W) of the field the network sees (for the position encoding).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_out: int, n_in: int, grid: tuple[int, int]):
+        super().__init__(cfg, n_out, n_in, grid)
+
+    @classmethod
+    def for_data(cls, cfg: ModelConfig, n_channels: int, n_forcing: int, grid: tuple[int, int]) -> AerisNet:
+        """The network for a dataset: n_out = n_channels prognostic channels, n_in = the noisy
+        residual + the state + the forcing inputs (2 n_channels + n_forcing)."""
+        return cls(cfg, n_out=n_channels, n_in=2 * n_channels + n_forcing, grid=tuple(grid))
 
 
 # Matrix weights of the block linears: attention qkv/proj and the SwiGLU MLP.

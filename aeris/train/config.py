@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aeris.confdoc import doc
+
 __all__ = ["TrainConfig"]
 
 
@@ -11,33 +13,33 @@ __all__ = ["TrainConfig"]
 class TrainConfig:
     """Optimiser, schedule, batch, EMA, logging and checkpoint settings of `aeris train`."""
 
-    out_dir: str = "runs/tiny"
-    steps: int = 200                 # optimizer steps
-    micro_batch: int = 1             # samples per micro-batch per data-parallel replica
-    grad_accum: int = 4              # micro-batches per optimizer step (GAS)
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.85, 0.90)
-    eps: float = 1e-8
-    weight_decay: float = 0.1        # applied to matrix weights only
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.01       # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 20.0          # global-norm clip; <= 0 disables
-    ema_halflife_samples: float = 100_000.0
-    precision: str = "auto"          # auto | fp32 | bf16 (autocast; fp32 master weights)
-    seed: int = 0
-    num_workers: int = 0             # DataLoader workers
-    log_every: int = 10              # metrics every N steps (0 = only with validation and at the end)
-    val_every: int = 50              # validation loss every N steps (0 = never)
-    val_samples: int = 8
-    ens_val_every: int = 0           # ensemble validation (CRPS, RMSE, SSR) every N steps (0 = never)
-    ens_val_members: int = 4
-    ens_val_inits: int = 2
-    ens_val_sampler_steps: int = 8
-    ckpt_every: int = 100            # checkpoint every N steps (and at the end; 0 = only at the end)
-    keep_checkpoints: int = 2        # newest checkpoints kept (0 = all)
-    tensorboard: bool = False
-    wandb: bool = False
-    progress: bool = True
+    out_dir: str = doc("runs/tiny", "run directory: checkpoints, config.yaml, metrics")
+    steps: int = doc(200, "optimizer steps")
+    micro_batch: int = doc(1, "samples per micro-batch per data-parallel replica")
+    grad_accum: int = doc(4, "micro-batches per optimizer step (GAS)")
+    lr: float = doc(2e-4, "peak learning rate (after the linear warm-up)")
+    betas: tuple[float, float] = doc((0.85, 0.90), "AdamW betas, two numbers in [0, 1)")
+    eps: float = doc(1e-8, "AdamW epsilon")
+    weight_decay: float = doc(0.1, "AdamW weight decay, applied to matrix weights only")
+    warmup_steps: int = doc(20, "linear warm-up steps, then cosine decay")
+    min_lr_ratio: float = doc(0.01, "the cosine decays to lr * min_lr_ratio")
+    grad_clip: float = doc(20.0, "global gradient-norm clip; <= 0 disables")
+    ema_halflife_samples: float = doc(100_000.0, "EMA half-life of the weights, in training samples "
+                                                 "(<= 0 = no averaging)")
+    precision: str = doc("auto", "auto | fp32 | bf16 (autocast; fp32 master weights)")
+    seed: int = doc(0, "seed of initialisation, sample order and diffusion noise")
+    log_every: int = doc(10, "metrics every N steps (0 = only with validation and at the end)")
+    val_every: int = doc(50, "validation loss every N steps (0 = never)")
+    val_samples: int = doc(8, "validation samples per validation loss")
+    ens_val_every: int = doc(0, "ensemble validation (CRPS, RMSE, SSR) every N steps (0 = never)")
+    ens_val_members: int = doc(4, "ensemble validation: members per initial time")
+    ens_val_inits: int = doc(2, "ensemble validation: initial times")
+    ens_val_sampler_steps: int = doc(8, "ensemble validation: sampler steps")
+    ckpt_every: int = doc(100, "checkpoint every N steps (and at the end; 0 = only at the end)")
+    keep_checkpoints: int = doc(2, "newest checkpoints kept (0 = all)")
+    tensorboard: bool = doc(False, "also log metrics to TensorBoard (if installed)")
+    wandb: bool = doc(False, "also log metrics to Weights & Biases (if installed)")
+    progress: bool = doc(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["epoch_permutation", "samples_for_step", "sample_keys"]
+__all__ = ["split_for_replica", "epoch_permutation", "samples_for_step", "sample_keys"]
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -34,3 +34,14 @@ def sample_keys(seed: int, step: int, positions, indices) -> list[tuple[int, int
     dataset `indices`: (seed, step, position, index). The position makes two copies of one
     dataset sample in a step (a step crossing an epoch) draw different noise."""
     return [(int(seed), int(step), int(p), int(i)) for p, i in zip(positions, indices)]
+
+
+def split_for_replica(positions: np.ndarray, dp: int, d: int, micro_batch: int, grad_accum: int) -> list[np.ndarray]:
+    """Micro-batches of replica d: its contiguous block of the step's samples (dp blocks of
+    micro_batch x grad_accum), cut into grad_accum pieces of micro_batch."""
+    per = micro_batch * grad_accum
+    if len(positions) != per * dp:
+        raise ValueError(f"{len(positions)} samples cannot be split into dp={dp} x grad_accum={grad_accum} "
+                         f"x micro_batch={micro_batch}")
+    mine = positions[d * per:(d + 1) * per]
+    return [mine[k * micro_batch:(k + 1) * micro_batch] for k in range(grad_accum)]

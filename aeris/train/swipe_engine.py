@@ -1,8 +1,7 @@
-"""One rank of a SWiPe training run: its pipeline stage of AerisNet, the SWiPe window context,
-the pipeline executor, the gradient reduction and a ZeRO-sharded AdamW.
+"""The SWiPe engine: one rank's pipeline stage, trained with 1F1B, reduced over its weight group.
 
-Maths (SWIPE.md section 6), for a global step over the samples S (all replicas, all
-micro-batches) and T = H*W tokens per sample::
+Maths (docs/training.md, "Gradient normalisation"), for a global step over the samples S (all
+replicas, all micro-batches) and T = H*W tokens per sample::
 
     loss_rank = sum_{s in my samples, tokens g I hold} w_lat(g) sum_c w_var(c) (sigma_d F - v)^2 / (T |S|)
 
@@ -12,115 +11,75 @@ The global gradient norm sums norm^2 over the pp group after that reduction; the
 ``torch.distributed.optim.ZeroRedundancyOptimizer`` (AdamW, the decay groups of
 aeris.train.optim) sharded over the weight group.
 
-Noise, sigma and t come from the sample keys (seed, step, position, dataset index) exactly as in the serial
-trainer (aeris.diffusion.objective.batch_noise), so every rank of a sample agrees and the run
-equals the serial one to rounding. The time embedding is recomputed from t on every stage.
+Noise, sigma and t come from the sample keys (seed, step, position, dataset index) exactly as in
+the serial engine (aeris.diffusion.objective.batch_noise), so every rank of a sample agrees and
+the run equals the serial one to rounding. The time embedding is recomputed from t on every
+stage (inside `AerisStage.forward`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch.distributed.optim import ZeroRedundancyOptimizer
 
+from aeris.checkpoint.files import check_meta
+from aeris.checkpoint.sharded import (dist_checkpoint_path, load_into_stage, read_checkpoint,
+                                      rotate_dist_checkpoints, save_distributed)
 from aeris.diffusion.config import DiffusionConfig
 from aeris.diffusion.noise import sample_sigmas
 from aeris.diffusion.objective import batch_noise, network_input
 from aeris.diffusion.trigflow import sigma_to_t, trigflow_inputs, weighted_error_sum
 from aeris.diffusion.weights import token_weights
-from aeris.model.layers import timestep_embedding
+from aeris.distributed.inference import PipelineSampler
+from aeris.distributed.stage import MeshStage
 from aeris.model.network import AerisNet
+from aeris.train.engine import MicroBatch, Resumed
 from aeris.train.optim import param_groups
-from swipe.comm import CommCounter, all_reduce_sum
+from swipe.comm import KINDS, CommCounter, all_reduce_sum
 from swipe.mesh import SwipeMesh
-from swipe.parallel_context import SwipeContext
-from swipe.pipeline import PipelineExecutor, StagePlan, plan_stages, stage_routes
 
-__all__ = ["MicroBatch", "SwipeEngine", "prune_to_stage", "run_stage_blocks"]
-
-
-def run_stage_blocks(model, plan, h, c, ctx):
-    """The blocks of one pipeline stage: h enters in ``plan.start_frame`` and leaves in
-    ``plan.end_frame``; frame changes inside the stage go through ``ctx.change_frame``."""
-    frame = plan.start_frame
-    for i in plan.blocks:
-        f = model.block_frame(i)
-        if f != frame:
-            h, frame = ctx.change_frame(h, frame, f), f
-        h = model.block(i, h, c, ctx)
-    if frame != plan.end_frame:
-        h = ctx.change_frame(h, frame, plan.end_frame)
-    return h
-
-
-@dataclass
-class MicroBatch:
-    """One micro-batch for this rank: a key tuple per sample (seed, step, position, dataset index) and,
-    on the first and last stage, this rank's tokens in frame 0: ``data`` = {"target", "cond",
-    "forcing"} each (B, n_lw, tpp, C) (the ForecastDataset layout). None on middle stages."""
-
-    keys: list[tuple[int, ...]]
-    data: dict[str, torch.Tensor] | None = None
-
-
-def prune_to_stage(net: AerisNet, plan: StagePlan) -> AerisNet:
-    """Drop the parts of ``net`` another stage runs, in place; parameter names stay AerisNet's
-    (blocks.3.attn.qkv.weight), so checkpoints are keyed by global names on every stage."""
-    for i in range(net.n_blocks):
-        if i not in plan.blocks:
-            net.blocks[i] = nn.Identity()  # keeps the block numbering (and names) of the others
-    if not plan.is_first:
-        net.input = None
-    if not plan.is_last:
-        net.out = None
-    return net
+__all__ = ["MicroBatch", "SwipeEngine"]
 
 
 class SwipeEngine:
-    """A SWiPe stage: ``train_step`` runs 1F1B over the micro-batches, reduces, clips and steps.
+    """A SWiPe stage (implements aeris.train.engine.Engine): ``train_step`` runs 1F1B over the
+    micro-batches, reduces, clips and steps.
 
-    ``net`` is the WHOLE AerisNet, built identically on every rank (same seed) and pruned here
-    to this rank's stage. ``w_lat_field`` (H, W) latitude weights, ``w_channel`` (C,) variable
-    weights. ``split``: explicit blocks per stage (default swipe.pipeline.stage_split).
+    ``net`` is the WHOLE AerisNet, built identically on every rank (same seed); this rank keeps
+    its stage (`MeshStage.build`). ``w_lat_field`` (H, W) latitude weights, ``w_channel`` (C,)
+    variable weights. ``split``: explicit blocks per stage (default swipe.pipeline.stage_split).
     """
 
     def __init__(self, net: AerisNet, mesh: SwipeMesh, diffusion: DiffusionConfig, *,
-                 w_lat_field: np.ndarray, w_channel: torch.Tensor, split: Sequence[int] | None = None,
+                 w_lat_field: np.ndarray, w_channel, split: Sequence[int] | None = None,
                  counter: CommCounter | None = None, amp: torch.dtype | None = None):
-        cfg = net.cfg
-        H, W = net.grid
-        self.mesh, self.diffusion, self.counter, self.amp = mesh, diffusion, counter, amp
-        self.layout = mesh.layout(H, W, *cfg.window, heads=cfg.heads)
-        self.ctx = SwipeContext(mesh, self.layout, counter)
-        c = mesh.coords
-        self.plans = plan_stages(net.n_blocks, mesh.shape.pp, net.block_frame, split)
-        self.plan = self.plans[c.pp]
-        self.n_out, self.dim, self.time_scale = net.n_out, cfg.dim, cfg.time_scale
-        self.model = prune_to_stage(net, self.plan)
-        params = list(self.model.parameters())
-        if not params:
-            raise ValueError(f"pipeline stage {c.pp} holds no parameters (split "
-                             f"{[len(p.blocks) for p in self.plans]}): give every stage at least one block")
-        self.dtype, self.device = params[0].dtype, params[0].device
-        recv, send = stage_routes(self.layout, self.plans, c.pp)
-        self.executor = PipelineExecutor(
-            c.pp, mesh.shape.pp, mesh.window_rank, prev_ranks=mesh.prev_stage_ranks,
-            next_ranks=mesh.next_stage_ranks, recv_route=recv, send_route=send, counter=counter)
-        ids = self.ctx.token_ids(0)
-        self.w_token = torch.as_tensor(token_weights(w_lat_field, ids), dtype=self.dtype, device=self.device)
+        self.mesh, self.diffusion, self.amp = mesh, diffusion, amp
+        self.counter = counter if counter is not None else CommCounter()
+        self.stage = MeshStage.build(net, mesh, split, self.counter)
+        self.model, self.ctx, self.layout = self.stage.model, self.stage.ctx, self.stage.layout
+        self.plans, self.plan, self.executor = self.stage.plans, self.stage.plan, self.stage.executor
+        self.dtype, self.device = self.stage.dtype, self.stage.device
+        c, s = mesh.coords, mesh.shape
+        self.replica, self.replicas = c.dp, s.dp
+        self.reads_data = self.plan.is_first or self.plan.is_last
+        self.scores = c.pp == 0          # stage 0 holds the sampler state and reads the data
+        self.is_root = mesh.rank == 0
+        self.token_ids = self.ctx.token_ids(0)
+        self.w_token = torch.as_tensor(token_weights(w_lat_field, self.token_ids), dtype=self.dtype,
+                                       device=self.device)
         self.w_channel = torch.as_tensor(w_channel, dtype=self.dtype, device=self.device)
         self.optimizer = None
         self.outputs: list[torch.Tensor] = []   # last stage: F per micro-batch when keep_outputs
 
     # ---- optimizer ------------------------------------------------------------------------------
     def build_optimizer(self, *, lr: float, betas, eps: float, weight_decay: float):
-        """ZeroRedundancyOptimizer(AdamW) over the weight group, decay groups as the serial trainer."""
-        from torch.distributed.optim import ZeroRedundancyOptimizer
+        """ZeroRedundancyOptimizer(AdamW) over the weight group, decay groups as the serial engine."""
         groups = [{k: v for k, v in g.items() if k != "names"}
                   for g in param_groups(self.model, weight_decay, set(self.model.decay_parameter_names()))]
         groups = [g for g in groups if g["params"]]
@@ -130,55 +89,46 @@ class SwipeEngine:
         return self.optimizer
 
     # ---- the stage's computation ----------------------------------------------------------------
-    def _time(self, keys) -> tuple[torch.Tensor, torch.Tensor]:
-        """(t (B,), time embedding (B, d)) from the sample keys, as every stage computes them."""
+    def _t(self, keys) -> torch.Tensor:
+        """TrigFlow time t (B,) of the samples, from their keys, as every stage computes it."""
         d = self.diffusion
-        t = sigma_to_t(sample_sigmas(keys, d.sigma_min, d.sigma_max), d.sigma_data).to(self.dtype)
-        emb = timestep_embedding(t.detach().cpu(), self.dim, self.time_scale, self.dtype)
-        return t.to(self.device), emb.to(self.device)
+        return sigma_to_t(sample_sigmas(keys, d.sigma_min, d.sigma_max), d.sigma_data).to(self.device, self.dtype)
 
     def _noisy(self, mb: MicroBatch):
         x0 = mb.data["target"].to(self.device, self.dtype)
         z, t = batch_noise(self.layout, self.ctx.rank, mb.keys, x0.shape[-1], self.diffusion, self.dtype)
-        x_scaled, v = trigflow_inputs(x0, z.to(self.device), t.to(self.device), self.diffusion.sigma_data)
-        return x_scaled, v
+        return trigflow_inputs(x0, z.to(self.device), t.to(self.device), self.diffusion.sigma_data)
 
     def _forward_fn(self, mbs: Sequence[MicroBatch], normaliser: float | None, keep_outputs: bool):
         plan, model, ctx = self.plan, self.model, self.ctx
 
         def forward(k: int, x: torch.Tensor | None) -> torch.Tensor:
             mb = mbs[k]
+            v = None
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                _, c = self._time(mb.keys)
-                v = None
                 if plan.is_first:
                     if mb.data is None:
                         raise ValueError("the first pipeline stage needs the micro-batch data")
                     x_scaled, v = self._noisy(mb)
-                    cond = torch.cat([mb.data["cond"], mb.data["forcing"]], dim=-1).to(self.device)
-                    h = model.embed(network_input(x_scaled, cond), ctx)
-                else:
-                    h = x
-                h = run_stage_blocks(model, plan, h, c, ctx)
-                if not plan.is_last:
-                    return h.to(self.dtype)
-                F = model.head(h, c, ctx)
+                    x = network_input(x_scaled, torch.cat([mb.data["cond"], mb.data["forcing"]], -1).to(self.device))
+                out = model(x, self._t(mb.keys), ctx)
+            if not plan.is_last:
+                return out.to(self.dtype)
             if keep_outputs:
-                self.outputs.append(F.detach())
+                self.outputs.append(out.detach())
             if normaliser is None:
-                return F
+                return out
             if v is None:
                 if mb.data is None:
                     raise ValueError("the last pipeline stage needs the micro-batch data (labels)")
                 _, v = self._noisy(mb)
-            return weighted_error_sum(F.to(self.dtype), v, self.w_token, self.w_channel,
+            return weighted_error_sum(out.to(self.dtype), v, self.w_token, self.w_channel,
                                       self.diffusion.sigma_data) / normaliser
 
         return forward
 
     def _act_shape(self, mbs):
-        L = self.layout
-        return lambda k: (len(mbs[k].keys), L.n_local_windows, L.tokens_per_piece, self.dim)
+        return lambda k: self.stage.act_shape(len(mbs[k].keys))
 
     def forward_backward(self, mbs: Sequence[MicroBatch], normaliser: float,
                          keep_outputs: bool = False) -> float:
@@ -243,13 +193,14 @@ class SwipeEngine:
             dist.all_reduce(t, group=self.mesh.pp_group)
         return float(t)
 
-    # ---- one optimizer step ---------------------------------------------------------------------
+    # ---- the Engine interface -------------------------------------------------------------------
     def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
                    grad_clip: float, keep_outputs: bool = False) -> tuple[float, float]:
         """zero_grad, 1F1B, weight-group reduction, global clip, ZeRO AdamW step.
         Returns (global loss, global grad norm before clipping), equal on every rank."""
         if self.optimizer is None:
             raise RuntimeError("call build_optimizer() before train_step()")
+        self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         local = self.forward_backward(mbs, normaliser, keep_outputs)
         self.reduce_gradients()
@@ -261,3 +212,65 @@ class SwipeEngine:
             g["lr"] = lr
         self.optimizer.step()
         return loss, gnorm
+
+    def eval_loss(self, mbs: Sequence[MicroBatch], normaliser: float) -> float:
+        losses = self.forward(mbs, normaliser=normaliser) if mbs else []
+        return self.global_sum(sum(float(l) for l in losses))
+
+    def sampler(self, dcfg: DiffusionConfig, weights: dict[str, torch.Tensor] | None = None) -> PipelineSampler:
+        stage = self.stage if weights is None else self.stage.with_weights(weights)
+        return PipelineSampler(stage, dcfg)
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        dist.all_reduce(x)
+        return x.cpu()
+
+    def broadcast(self, obj):
+        box = [obj if self.is_root else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def comm_record(self) -> dict[str, int]:
+        """Bytes of the last step by kind: this rank's (``bytes_<kind>_rank0`` on rank 0) and the
+        sum over all ranks (``bytes_<kind>_all``); a collective call."""
+        # on the communication device: an nccl group serves only CUDA tensors
+        mine = torch.tensor([self.counter.bytes[k] for k in KINDS], dtype=torch.float64, device=self.device)
+        total = mine.clone()
+        dist.all_reduce(total)
+        mine, total = mine.cpu(), total.cpu()
+        rec = {f"bytes_{k}_rank0": int(mine[i]) for i, k in enumerate(KINDS)}
+        rec.update({f"bytes_{k}_all": int(total[i]) for i, k in enumerate(KINDS)})
+        return rec
+
+    def describe(self) -> str:
+        s, lay = self.mesh.shape, self.layout
+        plans = ", ".join(f"stage {p.index}: {'embed+' if p.is_first else ''}blocks "
+                          f"{list(p.blocks) if len(p.blocks) else '-'}{'+head' if p.is_last else ''} "
+                          f"(frames {p.start_frame}->{p.end_frame})" for p in self.plans)
+        return (f"[swipe] mesh dp={s.dp} pp={s.pp} wy={s.wy} wx={s.wx} sp={s.sp} = {s.world_size} ranks; "
+                f"grid {lay.H}x{lay.W}, window {lay.ws_h}x{lay.ws_w}, {lay.n_windows_y}x{lay.n_windows_x} windows\n"
+                f"[swipe] per rank: {lay.n_local_windows} windows x {lay.tokens_per_piece} tokens = "
+                f"{lay.tokens_per_rank} tokens ({lay.tokens_per_rank / (lay.H * lay.W):.3%} of a sample)\n"
+                f"[swipe] {plans}")
+
+    # ---- checkpoints: a directory of shards keyed by global names (aeris.checkpoint.sharded) ---
+    def save(self, out_dir: Path, *, step, samples_seen, ema, config, meta, keep) -> Path:
+        path = save_distributed(dist_checkpoint_path(out_dir, step), model=self.model, ema=ema,
+                                optimizer=self.optimizer, mesh=self.mesh, step=step,
+                                samples_seen=samples_seen, config=config, meta=meta)
+        if self.is_root:
+            rotate_dist_checkpoints(out_dir, keep)
+        return path
+
+    def load(self, path: Path, ema, meta: dict) -> Resumed:
+        net = self.model
+        with torch.device("meta"):  # names and serial parameter order only
+            full = AerisNet(net.cfg, n_out=net.n_out, n_in=net.n_in, grid=net.grid)
+        ck = read_checkpoint(path, full)
+        check_meta(path, ck.get("meta"), meta)
+        load_into_stage(ck, model=self.model, ema=ema, optimizer=self.optimizer)
+        return Resumed(int(ck["step"]), int(ck["samples_seen"]))

@@ -1,58 +1,62 @@
-"""The ensemble-forecast trainer: data order, objective, optimizer, EMA, validation, checkpoints.
+"""The one training loop: data order, schedule, EMA, validation, logging, checkpoints, resume.
 
-One code path for one process and for a SWiPe mesh: the model and loss see tokens through a
-window context, and the `engine` (serial here, `aeris.train.swipe_engine` under SWiPe) turns
-micro-batches into accumulated gradients. Everything random is keyed by (seed, step, sample position, dataset index),
-so a resumed run continues bit-exactly.
+    Trainer(cfg, resume=True, device="cpu").run()   # one process, or every rank of a mesh
+    run_training(cfg, ...)                          # `aeris train`: launch, train, report
+
+The loop is the same for every layout; what differs is the engine (aeris.train.engine), picked
+from the mesh: `SerialEngine` when ``swipe.*`` are all 1, `SwipeEngine` (one pipeline stage of
+a SWiPe mesh, aeris.train.swipe_engine) otherwise. A step's samples are
+``samples_for_step(seed, n, samples_seen, B)`` with B = micro_batch x grad_accum x dp; replica d
+takes the d-th contiguous block of B/dp in grad_accum micro-batches; noise and sigma are keyed
+by (seed, step, position, dataset index) and every loss is divided by H*W*B, so any mesh gives
+the serial run to rounding and a resumed run continues bit-exactly (docs/training.md).
 """
 
 from __future__ import annotations
 
-import copy
 import json
+import logging
 import math
-import os
-import warnings
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from aeris.config import dump_config, to_dict
+from aeris.atomic import atomic_write
+from aeris.checkpoint.sharded import latest_any_checkpoint, remove_all_checkpoints
+from aeris.config import Config, dump_config, to_dict
+from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
-from aeris.diffusion.objective import diffusion_loss
-from aeris.diffusion.weights import latitude_weight_field, token_weights, variable_weights
-from aeris.forecast.ensemble import member_keys, sample_residuals
+from aeris.data.prepared import ensure_prepared
+from aeris.diffusion.weights import latitude_weight_field, variable_weights
+from aeris.forecast.ensemble import init_hours, member_keys
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
 from aeris.model.network import AerisNet
-from aeris.train.checkpoint import (checkpoint_path, load_checkpoint,
-                                    rotate_checkpoints, save_checkpoint, CheckpointError)
-from aeris.train.data_order import sample_keys, samples_for_step
-from aeris.train.dist_checkpoint import latest_any_checkpoint, remove_all_checkpoints, serial_state
+from aeris.train.data_order import sample_keys, samples_for_step, split_for_replica
 from aeris.train.ema import EMA, ema_decay
-from aeris.train.logging import MetricsLogger
-from aeris.train.optim import build_optimizer
+from aeris.train.engine import Engine, MicroBatch, SerialEngine
+from aeris.train.metrics_log import MetricsLogger
 from aeris.train.schedule import lr_at
-from aeris.train.skill import SKILL_TERMS, finish_scores, partial_sums, standardised_fields, validation_picks
-from swipe.context import SerialContext
-from swipe.layout import WindowLayout
+from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, partial_sums,
+                               standardised_fields, validation_picks)
+from aeris.train.swipe_engine import SwipeEngine
+from swipe.launch import device_request, init_distributed, local_world_size, pick_device, shutdown
+from swipe.mesh import MeshError, SwipeMesh
 
-__all__ = ["Trainer", "build_model", "collate", "autocast_dtype", "CPU_PEAK_FLOPS"]
+__all__ = ["Trainer", "DataSpec", "StepResult", "build_engine", "run_training", "autocast_dtype",
+           "CPU_PEAK_FLOPS"]
 
-# ENVIRONMENT.md: a large matmul on these 2-core machines runs at ~175 GFLOP/s (fp32), ~400 (bf16)
+log = logging.getLogger(__name__)
+
+# a large matmul on the project's 2-core CI machines runs at ~175 GFLOP/s (fp32), ~400 (bf16)
+# (docs/architecture.md, "Environment")
 CPU_PEAK_FLOPS = {"fp32": 175e9, "bf16": 400e9}
-
-
-def build_model(cfg, ds: ForecastDataset) -> AerisNet:
-    n_out = len(ds.channels)
-    return AerisNet(cfg.model, n_out=n_out, n_in=2 * n_out + ds.n_forcing, grid=ds.grid)
-
-
-def collate(samples: list[dict]) -> dict:
-    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0]}
+_FIELDS = ("target", "cond", "forcing")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -65,6 +69,31 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @dataclass
+class DataSpec:
+    """What every rank needs to know of the data (read once, on the root rank): sample counts,
+    the validation init hours (member keys), grid, channels, forcing inputs, latitudes."""
+
+    n: int
+    val_n: int
+    val_hours: list[int]
+    grid: tuple[int, int]
+    channels: list[str]
+    n_forcing: int
+    latitudes: list[float]
+
+    @classmethod
+    def read(cls, cfg: DataConfig) -> DataSpec:
+        train, val = ForecastDataset(cfg, "train"), ForecastDataset(cfg, "val")
+        return cls(len(train), len(val), [init_hours(t) for t in val.times], tuple(train.grid),
+                   list(train.channels), int(train.n_forcing), np.asarray(train.latitudes).tolist())
+
+    @property
+    def meta(self) -> dict:
+        """The data record stored in checkpoints (and checked on resume)."""
+        return {"channels": list(self.channels), "grid": list(self.grid), "n_forcing": self.n_forcing}
+
+
+@dataclass
 class StepResult:
     loss: float
     grad_norm: float
@@ -72,107 +101,134 @@ class StepResult:
     seconds: float
 
 
-class Trainer:
-    """Single-process trainer (the serial reference for SWiPe). `run()` trains `train.steps` steps."""
+def build_engine(cfg: Config, spec: DataSpec, device: torch.device) -> Engine:
+    """The engine of this rank: serial for a one-rank mesh, SWiPe otherwise (the default process
+    group must then hold the mesh's ranks). Every rank builds the same seeded network."""
+    tc, sw = cfg.train, cfg.swipe
+    torch.manual_seed(tc.seed)  # the same initial weights in every layout
+    net = AerisNet.for_data(cfg.model, len(spec.channels), spec.n_forcing, spec.grid).to(device)
+    w_lat = latitude_weight_field(spec.latitudes, spec.grid[1], cfg.diffusion.lat_weight_epsilon)
+    w_var = variable_weights(spec.channels, cfg.diffusion.surface_weights, cfg.diffusion.level_weight_total)
+    amp = autocast_dtype(tc.precision, device)
+    if sw.world_size > 1:
+        mesh = SwipeMesh.build(sw.dp, sw.pp, sw.wy, sw.wx, sw.sp, device_type=device.type)
+        engine = SwipeEngine(net, mesh, cfg.diffusion, w_lat_field=w_lat, w_channel=w_var, amp=amp)
+    else:
+        engine = SerialEngine(net, cfg.diffusion, w_lat_field=w_lat, w_channel=w_var, device=device, amp=amp)
+    engine.build_optimizer(lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
+    return engine
 
-    def __init__(self, cfg, *, resume: bool = True, device: str | torch.device = "cpu"):
-        self.cfg = cfg
-        tc = cfg.train
+
+def _root_then_all(fn, distributed: bool):
+    """fn() on the root rank, its result (or its exception) on every rank."""
+    if not distributed:
+        return fn()
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", fn())]
+        except Exception as e:  # raised on every rank, not only where it happened
+            box = [("error", e)]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+class Trainer:
+    """One rank of a training run (every rank of a mesh builds one; the default process group
+    must exist when ``swipe.*`` > 1). `run()` trains up to ``train.steps`` steps."""
+
+    def __init__(self, cfg: Config, *, resume: bool = True, device: str | torch.device = "cpu"):
+        self.cfg, tc = cfg, cfg.train
         self.device = torch.device(device)
         self.out_dir = Path(tc.out_dir)
-        train = ForecastDataset(cfg.data, "train")
-        H, W = train.grid
-        self.layout = WindowLayout(H, W, *cfg.model.window)
-        self.ctx = SerialContext(self.layout)
+        distributed = cfg.swipe.world_size > 1
+        if distributed and not (dist.is_available() and dist.is_initialized()):
+            raise MeshError(f"the mesh swipe.dp x pp x wy x wx x sp = {cfg.swipe.world_size} ranks needs a "
+                            f"launcher (torchrun, mpiexec, srun): see `aeris train --help`")
+        self._tag = "[swipe] " if distributed else ""
+        # preparing the store is an explicit step, once, before any rank opens it
+        self.spec = _root_then_all(lambda: (ensure_prepared(cfg.data, cfg.model.window, progress=tc.progress),
+                                            DataSpec.read(cfg.data))[1], distributed)
+        self.engine = build_engine(cfg, self.spec, self.device)
+        e = self.engine
+        self.global_batch = tc.micro_batch * tc.grad_accum * e.replicas
+        self.ema = EMA(e.model, ema_decay(self.global_batch, tc.ema_halflife_samples))
         # tokens in the MODEL's window order (the prepared store may be tiled for another window)
-        ids = self.ctx.token_ids(0)
-        self.train_ds = train if np.array_equal(train.index_map, ids) else \
-            ForecastDataset(cfg.data, "train", index_map=ids)
-        self.val_ds = ForecastDataset(cfg.data, "val", index_map=ids)
-        torch.manual_seed(tc.seed)
-        self.model = build_model(cfg, self.train_ds).to(self.device)
-        ids = self.ctx.token_ids(0)
-        lat_field = latitude_weight_field(self.train_ds.latitudes, W, cfg.diffusion.lat_weight_epsilon)
-        self.w_token = torch.as_tensor(token_weights(lat_field, ids), dtype=torch.float32, device=self.device)
-        self.w_channel = torch.as_tensor(
-            variable_weights(self.train_ds.channels, cfg.diffusion.surface_weights,
-                             cfg.diffusion.level_weight_total), dtype=torch.float32, device=self.device)
-        self.optimizer = build_optimizer(
-            self.model, lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay,
-            decay_names=set(self.model.decay_parameter_names()))
-        self.samples_per_step = tc.micro_batch * tc.grad_accum
-        self.ema = EMA(self.model, ema_decay(self.samples_per_step, tc.ema_halflife_samples))
-        self.amp = autocast_dtype(tc.precision, self.device)
+        self.train_ds = ForecastDataset(cfg.data, "train", index_map=e.token_ids) if e.reads_data else None
+        self.val_ds = ForecastDataset(cfg.data, "val", index_map=e.token_ids) if e.reads_data else None
+        H, W = self.spec.grid
+        with torch.device("meta"):  # shapes only
+            whole = AerisNet.for_data(cfg.model, len(self.spec.channels), self.spec.n_forcing, self.spec.grid)
+        self.flops_per_sample = exact_flops_per_sample(whole)
+        self.paper_flops_per_sample = paper_flops_per_sample(cfg.model, H * W, whole.n_in)
         self.step = 0
         self.samples_seen = 0
-        T = H * W
-        self.flops_per_sample = exact_flops_per_sample(self.model)
-        self.paper_flops_per_sample = paper_flops_per_sample(cfg.model, T, self.model.n_in)
         if resume:
-            ck = latest_any_checkpoint(self.out_dir)
-            if ck is not None:
-                self.load(ck)
+            path = e.broadcast(latest_any_checkpoint(self.out_dir) if e.is_root else None)
+            if path is not None:
+                self.load(path)
         self.logger = MetricsLogger(self.out_dir, resume_step=self.step if self.step else None,
-                                    tensorboard=tc.tensorboard, wandb=tc.wandb)
+                                    tensorboard=tc.tensorboard, wandb=tc.wandb, enabled=e.is_root)
 
-    # ---- one optimizer step -------------------------------------------------------------------
-    def _micro_batches(self, step_start_sample: int) -> list[tuple[np.ndarray, dict]]:
-        tc = self.cfg.train
-        idx = samples_for_step(tc.seed, len(self.train_ds), step_start_sample, self.samples_per_step)
+    @property
+    def model(self) -> torch.nn.Module:
+        """This rank's parameters (the whole network, or its pipeline stage)."""
+        return self.engine.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.engine.optimizer
+
+    # ---- data -----------------------------------------------------------------------------------
+    def _batch(self, ds: ForecastDataset, indices) -> dict[str, torch.Tensor]:
+        samples = [ds[int(i)] for i in indices]
+        return {k: torch.stack([s[k] for s in samples]).to(self.device) for k in _FIELDS}
+
+    def _micro_batches(self) -> list[MicroBatch]:
+        tc, e = self.cfg.train, self.engine
+        idx = samples_for_step(tc.seed, self.spec.n, self.samples_seen, self.global_batch)
+        pos = self.samples_seen + np.arange(self.global_batch)
         out = []
-        for k in range(tc.grad_accum):
-            sel = idx[k * tc.micro_batch:(k + 1) * tc.micro_batch]
-            batch = collate([self.train_ds[int(i)] for i in sel])
-            out.append((sel, {k2: v.to(self.device) for k2, v in batch.items()}))
+        for spos in split_for_replica(pos, e.replicas, e.replica, tc.micro_batch, tc.grad_accum):
+            sel = idx[spos - self.samples_seen]
+            out.append(MicroBatch(sample_keys(tc.seed, self.step, spos, sel),
+                                  self._batch(self.train_ds, sel) if e.reads_data else None))
         return out
 
-    def _loss(self, batch: dict, keys, normaliser: float) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            return diffusion_loss(self.model, self.ctx, batch, keys, self.cfg.diffusion,
-                                  self.w_token, self.w_channel, normaliser)
-
+    # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> StepResult:
         tc = self.cfg.train
+        H, W = self.spec.grid
         t0 = time.perf_counter()
         lr = lr_at(self.step, lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        normaliser = float(self.layout.H * self.layout.W * self.samples_per_step)
-        total = 0.0
-        for k, (sel, batch) in enumerate(self._micro_batches(self.samples_seen)):
-            pos = self.samples_seen + k * tc.micro_batch + np.arange(len(sel))
-            keys = sample_keys(tc.seed, self.step, pos, sel)
-            loss = self._loss(batch, keys, normaliser)
-            loss.backward()
-            total += float(loss.detach())
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if tc.grad_clip > 0:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
-        else:
-            gnorm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-        if not math.isfinite(total) or not math.isfinite(gnorm):
-            raise FloatingPointError(f"non-finite loss {total} or grad norm {gnorm} at step {self.step}")
-        self.optimizer.step()
-        self.ema.update(self.model)
+        try:
+            loss, gnorm = self.engine.train_step(self._micro_batches(), float(H * W * self.global_batch),
+                                                 lr=lr, grad_clip=tc.grad_clip)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err} at step {self.step}") from None
+        self.ema.update(self.engine.model)
         self.step += 1
-        self.samples_seen += self.samples_per_step
-        return StepResult(total, gnorm, lr, time.perf_counter() - t0)
+        self.samples_seen += self.global_batch
+        return StepResult(loss, gnorm, lr, time.perf_counter() - t0)
 
     # ---- validation -----------------------------------------------------------------------------
     @torch.no_grad()
     def validation_loss(self, n_samples: int | None = None) -> float:
-        """Mean loss over the first n validation samples with fixed keys (comparable across steps)."""
-        n = min(n_samples or self.cfg.train.val_samples, len(self.val_ds))
+        """Mean loss over the first n validation samples with fixed keys (seed, -1, i), so the
+        number is comparable across steps; a collective call, the same on every rank."""
+        e = self.engine
+        n = min(n_samples or self.cfg.train.val_samples, self.spec.val_n)
         if n == 0:
             return float("nan")
-        self.model.eval()
-        T = self.layout.H * self.layout.W
-        total = 0.0
-        for i in range(n):
-            batch = {k: v.to(self.device) for k, v in collate([self.val_ds[i]]).items()}
-            total += float(self._loss(batch, [(self.cfg.train.seed, -1, i)], float(T * n)))
+        H, W = self.spec.grid
+        mbs = [MicroBatch([(self.cfg.train.seed, -1, i)], self._batch(self.val_ds, [i]) if e.reads_data else None)
+               for i in range(e.replica, n, e.replicas)]
+        e.model.eval()
+        total = e.eval_loss(mbs, float(H * W * n))
+        e.model.train()
         return total
 
     @torch.no_grad()
@@ -182,117 +238,154 @@ class Trainer:
 
         Scores are latitude-weighted RMSEs of standardised fields (each channel divided by its
         climatological std, so channels are comparable), averaged over channels, plus the fair
-        CRPS and spread/skill ratio of the ensemble (the maths: aeris.train.skill).
+        CRPS and spread/skill ratio of the ensemble (the maths: aeris.train.skill). The inits
+        ``validation_picks`` are dealt round-robin to the replicas; the members of an init are
+        sampled together (under SWiPe: the pipeline's micro-batches); each scoring rank adds
+        its tokens and one sum over all ranks gives the same dict on every rank.
         """
-        from dataclasses import replace
+        e, spec = self.engine, self.spec
         dcfg = self.cfg.diffusion if sampler_steps is None else replace(self.cfg.diffusion, steps=sampler_steps)
-        picks = validation_picks(len(self.val_ds), n_inits)
-        model = self._ema_model() if use_ema else self.model
-        model.eval()
+        picks = validation_picks(spec.val_n, n_inits)
+        was_training = e.model.training
+        e.model.eval()
+        stepper = e.sampler(dcfg, self.ema.shadow if use_ema else None)
         sums = torch.zeros(len(SKILL_TERMS), dtype=torch.float64)
-        for i in tqdm(picks, desc="ensemble validation", disable=not progress, leave=False):
-            s = self.val_ds[int(i)]
-            cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
-            keys = member_keys(self.cfg.train.seed, int(s["time"]) // 3_600_000_000_000, range(members), 0)
-            r = sample_residuals(model, self.ctx, cond, keys, len(self.val_ds.channels), dcfg)
-            fields = standardised_fields(self.val_ds, s["cond"].to(self.device), s["target"].to(self.device), r)
-            sums += partial_sums(*fields, self.w_token)
-        n_points = self.layout.H * self.layout.W * len(self.val_ds.channels)
-        return finish_scores(sums, len(picks), members, n_points)
-
-    def _ema_model(self) -> AerisNet:
-        # a deep copy, not build_model: a fresh init would draw from the global RNG, so
-        # validating would change the random stream of the training that follows
-        m = copy.deepcopy(self.model)
-        self.ema.copy_to(m)
-        return m
+        mine = picks[e.replica::e.replicas]
+        for i in tqdm(mine, desc="ensemble validation", disable=not (progress and e.is_root), leave=False):
+            keys = member_keys(self.cfg.train.seed, spec.val_hours[int(i)], range(members), 0)
+            s = self.val_ds[int(i)] if e.reads_data else None
+            if s is not None:
+                cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
+            else:  # a middle pipeline stage: the network input is built on the first stage only
+                L = e.layout
+                cond = torch.zeros(L.n_local_windows, L.tokens_per_piece, 0, device=self.device)
+            r = stepper(cond, keys)
+            if e.scores:
+                fields = standardised_fields(self.val_ds, s["cond"].to(self.device), s["target"].to(self.device), r)
+                sums += partial_sums(*fields, e.w_token)
+        sums = e.all_sum(sums)  # every (init, token) was scored by exactly one rank
+        if was_training:
+            e.model.train()
+        H, W = spec.grid
+        return finish_scores(sums, len(picks), members, H * W * len(spec.channels))
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "samples_seen": self.samples_seen,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-            "config": json.dumps(to_dict(self.cfg)),
-            "meta": {"channels": list(self.train_ds.channels), "grid": list(self.train_ds.grid),
-                     "n_forcing": int(self.train_ds.n_forcing)},
-        }
-
     def save(self) -> Path:
-        path = save_checkpoint(checkpoint_path(self.out_dir, self.step), self.state_dict())
-        rotate_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
-        return path
-
-    def _remove_stale_checkpoints(self) -> None:
-        """A run starting from step 0 owns its out_dir: checkpoints of an earlier run there would
-        outrank this run's ones in rotation and resume (its metrics.jsonl is already restarted)."""
-        stale = remove_all_checkpoints(self.out_dir)
-        if stale:
-            warnings.warn(f"starting from scratch in {self.out_dir}: removing {len(stale)} checkpoint(s) "
-                          f"of an earlier run ({stale[-1].name}, ...)")
+        return self.engine.save(self.out_dir, step=self.step, samples_seen=self.samples_seen, ema=self.ema,
+                                config=json.dumps(to_dict(self.cfg)), meta=self.spec.meta,
+                                keep=self.cfg.train.keep_checkpoints)
 
     def load(self, path) -> None:
-        # a SWiPe run's checkpoint (a directory of shards) resumes here too
-        state = (serial_state(path, self.model, self.optimizer) if Path(path).is_dir()
-                 else load_checkpoint(path, map_location=self.device))
-        missing = [k for k in ("samples_seen", "ema", "optimizer", "rng") if k not in state]
-        if missing:
-            raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
-        meta = state.get("meta", {})
-        if meta and list(meta.get("channels", [])) != list(self.train_ds.channels):
-            raise CheckpointError(f"checkpoint {path} was trained on channels {meta.get('channels')}, "
-                                  f"this run uses {list(self.train_ds.channels)}")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
-        try:
-            self.ema.load_state_dict(state["ema"])
-            # the half-life is in samples: a resume with another batch size needs this run's decay
-            self.ema.decay = ema_decay(self.samples_per_step, self.cfg.train.ema_halflife_samples)
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path}: EMA or optimizer state does not fit this model: {e}") from e
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        self.step = int(state["step"])
-        self.samples_seen = int(state["samples_seen"])
+        """Continue from checkpoint ``path`` (either kind, written under any mesh)."""
+        r = self.engine.load(Path(path), self.ema, self.spec.meta)
+        # the half-life is in samples: a resume with another batch size or mesh needs this run's decay
+        self.ema.decay = ema_decay(self.global_batch, self.cfg.train.ema_halflife_samples)
+        self.step, self.samples_seen = r.step, r.samples_seen
+        if self.engine.is_root:
+            log.info("%sresumed from %s at step %d", self._tag, path, self.step)
+
+    def _start_run_files(self) -> None:
+        """The run's config (atomically); a run starting from step 0 owns its out_dir: checkpoints
+        of an earlier run there would outrank this run's in rotation and resume."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        text = dump_config(self.cfg)
+        atomic_write(self.out_dir / "config.yaml", lambda tmp: tmp.write_text(text))
+        if self.step == 0:
+            stale = remove_all_checkpoints(self.out_dir)
+            if stale:  # a user-facing warning: the user may have meant to resume
+                warnings.warn(f"starting from scratch in {self.out_dir}: removing {len(stale)} checkpoint(s) "
+                              f"of an earlier run ({stale[-1].name}, ...)", stacklevel=2)
 
     # ---- the loop -------------------------------------------------------------------------------
+    def _record(self, res: StepResult) -> dict:
+        world = self.cfg.swipe.world_size
+        flops = self.flops_per_sample * self.global_batch / res.seconds
+        peak = CPU_PEAK_FLOPS["bf16" if self.engine.amp == torch.bfloat16 else "fp32"]
+        rec = {"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": res.lr,
+               "samples": self.samples_seen, "seconds": res.seconds,
+               "samples_per_s": self.global_batch / res.seconds, "tflops": flops / 1e12,
+               "tflops_per_rank": flops / 1e12 / world,
+               "mfu": flops / world / peak if self.device.type == "cpu" else None,
+               "paper_tflops": self.paper_flops_per_sample * self.global_batch / res.seconds / 1e12}
+        rec.update(self.engine.comm_record())
+        return rec
+
+    def _step_line(self, rec: dict) -> str:
+        line = ("{tag}step {step} loss {loss:.5f} |g| {grad_norm:.4f} {samples_per_s:.2f} samples/s "
+                "{tflops:.4f} TFLOP/s").format(tag=self._tag, **rec)
+        if "bytes_p2p_all" in rec:
+            line += ("; bytes/step rank 0: a2a {bytes_all_to_all_rank0} p2p {bytes_p2p_rank0} allreduce "
+                     "{bytes_all_reduce_rank0}; all ranks: a2a {bytes_all_to_all_all} p2p {bytes_p2p_all} "
+                     "allreduce {bytes_all_reduce_all}").format(**rec)
+        return line
+
     def run(self) -> dict:
-        tc = self.cfg.train
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / "config.yaml.tmp"
-        tmp.write_text(dump_config(self.cfg))
-        os.replace(tmp, self.out_dir / "config.yaml")
-        if self.step == 0:
-            self._remove_stale_checkpoints()
-        peak = CPU_PEAK_FLOPS["bf16" if self.amp == torch.bfloat16 else "fp32"]
-        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not tc.progress,
+        """Train from ``self.step`` to ``train.steps``; returns the last step's record."""
+        tc, e = self.cfg.train, self.engine
+        if e.is_root:
+            self._start_run_files()
+            about = e.describe()
+            if about:
+                log.info("%s\n%sglobal batch %d = dp %d x grad_accum %d x micro_batch %d", about, self._tag,
+                         self.global_batch, e.replicas, tc.grad_accum, tc.micro_batch)
+        e.barrier()
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not (tc.progress and e.is_root),
                    dynamic_ncols=True)
+        # the per-step line is the SWiPe run's console log; one process shows the progress bar
+        level = logging.INFO if self._tag else logging.DEBUG
         last: dict = {}
         while self.step < tc.steps:
-            res = self.train_step()
-            flops = self.flops_per_sample * self.samples_per_step / res.seconds
-            rec = {"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": res.lr,
-                   "samples": self.samples_seen, "samples_per_s": self.samples_per_step / res.seconds,
-                   "tflops": flops / 1e12, "mfu": flops / peak if self.device.type == "cpu" else None,
-                   "paper_tflops": self.paper_flops_per_sample * self.samples_per_step / res.seconds / 1e12}
-            if tc.val_every and (self.step % tc.val_every == 0 or self.step == tc.steps):
+            rec = self._record(self.train_step())
+            end = self.step == tc.steps
+            if tc.val_every and (self.step % tc.val_every == 0 or end):
                 rec["val_loss"] = self.validation_loss()
-            if tc.ens_val_every and (self.step % tc.ens_val_every == 0 or self.step == tc.steps):
+            if tc.ens_val_every and (self.step % tc.ens_val_every == 0 or end):
                 skill = self.one_step_skill(tc.ens_val_inits, tc.ens_val_members, tc.ens_val_sampler_steps)
                 rec.update({f"ens_{k}": v for k, v in skill.items()})
-            if (tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec or "ens_rmse_ens_mean" in rec \
-                    or self.step == tc.steps:
+            if e.is_root and ((tc.log_every and self.step % tc.log_every == 0) or "val_loss" in rec
+                              or "ens_rmse_ens_mean" in rec or end):
                 self.logger.log(rec)
-            bar.set_postfix(loss=f"{res.loss:.4f}", **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
+                log.log(level, self._step_line(rec))
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
             bar.update(1)
-            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.steps:
+            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or end:
                 self.save()
             last = rec
         bar.close()
         self.logger.close()
         return last
+
+
+def run_training(cfg: Config, *, resume: bool = True, device: str = "auto",
+                 skill: tuple[int, int] | None = None) -> tuple[dict, str | None]:
+    """`aeris train`: train in this process (a one-rank mesh) or as one rank of a SWiPe mesh
+    started by a launcher, then (skill = (inits, members)) score the one-step ensemble.
+
+    ``device``: ``auto`` (an accelerator when one is visible, else the CPU), a type (``cpu``,
+    ``cuda``, ``xpu``: under a mesh each rank takes its node-local device of that type) or, in
+    one process only, an indexed device (``cuda:1``). Returns (the last step's record, the skill
+    report) on the root rank and ({}, None) elsewhere.
+    """
+    distributed = cfg.swipe.world_size > 1
+    want = device_request(device, distributed)
+    info = init_distributed(cfg.swipe.backend, want) if distributed else None
+    try:
+        if info is None:
+            dev = pick_device(0, want)
+        else:
+            if info.world_size != cfg.swipe.world_size:
+                raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
+                                f"{cfg.swipe.world_size}: start as many ranks as the mesh has")
+            # the node's cores are shared by its ranks
+            torch.set_num_threads(max(1, torch.get_num_threads() // local_world_size()))
+            dev = info.device
+        trainer = Trainer(cfg, resume=resume, device=dev)
+        last = trainer.run()
+        report = None
+        if skill is not None:
+            s = trainer.one_step_skill(skill[0], skill[1], progress=trainer.engine.is_root and cfg.train.progress)
+            report = format_skill_report(s)
+        return (last, report) if trainer.engine.is_root else ({}, None)
+    finally:
+        if info is not None and info.launcher != "existing":  # only a group we started
+            shutdown()

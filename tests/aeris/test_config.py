@@ -1,8 +1,14 @@
 """Typed config loading: files, bases, dotted overrides, and clear errors."""
 
+import dataclasses
+
 import pytest
 
-from aeris.config import ConfigError, apply_overrides, dump_config, load_config
+from aeris.config import (
+    CONFIG_DIR, SECTIONS, Config, ConfigError, apply_overrides, config_fields, describe_config,
+    dump_config, from_dict, load_config, to_dict,
+)
+from aeris.confdoc import doc, field_doc
 
 
 def test_defaults_and_overrides():
@@ -55,3 +61,79 @@ def test_exponent_without_dot_is_a_float():
     assert cfg.diffusion.sigma_min == 0.2 and cfg.train.lr == 1e-3
     with pytest.raises(ConfigError, match="expected a number"):
         load_config(None, ["diffusion.sigma_min=abc"])
+
+
+# ---- the static, documented tree --------------------------------------------------------------
+def test_root_is_a_declared_dataclass():
+    assert dataclasses.is_dataclass(Config) and isinstance(Config(), Config)
+    assert SECTIONS == ("data", "synth", "swipe", "model", "diffusion", "train", "forecast", "track")
+    assert from_dict(Config, to_dict(Config())) == Config() == load_config(None)
+
+
+def test_every_field_has_a_doc():
+    keys = [k for k, _ in config_fields()]
+    assert {"data.path", "swipe.backend", "track.detect.mergedist", "track.verify.match_km"} <= set(keys)
+    missing = [k for k, f in config_fields() if not field_doc(f).strip()]
+    assert not missing, f"config fields without a doc (use aeris.confdoc.doc): {missing}"
+
+
+def test_doc_helper():
+    with pytest.raises(ValueError, match="non-empty doc"):
+        doc(1, " ")
+    with pytest.raises(ValueError, match="exactly one"):
+        doc(1, "x", factory=list)
+
+    @dataclasses.dataclass
+    class C:
+        xs: list[int] = doc([1, 2], "a list")
+
+    a, b = C(), C()
+    a.xs.append(3)
+    assert b.xs == [1, 2] and field_doc(dataclasses.fields(C)[0]) == "a list"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_describe_reads_back_equal(tmp_path, name):
+    cfg = load_config(name, ["diffusion.churn_sigma_max=.inf", "track.detect.maxlat=40.0"])
+    text = describe_config(cfg)
+    (tmp_path / "shown.yaml").write_text(text)
+    assert load_config(tmp_path / "shown.yaml") == cfg
+    # a section alone is a config file too
+    (tmp_path / "model.yaml").write_text(describe_config(cfg, "model"))
+    assert load_config(tmp_path / "model.yaml").model == cfg.model
+
+
+def test_describe_comments_every_key():
+    text = describe_config(Config())
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert lines[i - 1].lstrip().startswith("# "), f"no doc comment above {line!r}"
+    for key, f in config_fields():
+        assert f" {field_doc(f)}\n" in text, key
+    assert [ln for ln in lines if ln and not ln.startswith((" ", "#"))] == [f"{s}:" for s in SECTIONS]
+    track = describe_config(Config(), "track")
+    assert track.startswith("# track: ") and "\ntrack:\n  # " in track and "\nmodel:" not in track
+
+
+def test_describe_unknown_section():
+    with pytest.raises(ConfigError, match="unknown config section 'nope'; sections: data, synth"):
+        describe_config(Config(), "nope")
+
+
+def test_config_show_cli(tmp_path, capsys):
+    from aeris.cli import main
+    assert main(["config", "show", "--config", "tiny", "model.depth=6", "train.lr=1e-3"]) == 0
+    out = capsys.readouterr().out
+    (tmp_path / "shown.yaml").write_text(out)
+    assert load_config(tmp_path / "shown.yaml") == load_config("tiny", ["model.depth=6", "train.lr=1e-3"])
+    assert main(["config", "show", "-c", "tiny", "--section", "swipe"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# swipe: ") and "  # data-parallel degree" in out and "model:" not in out
+    assert main(["config", "show", "--section", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config section 'nope'" in err and "track" in err
+    with pytest.raises(SystemExit) as e:
+        main(["config", "show", "--help"])
+    assert e.value.code == 0
+    assert "--section" in capsys.readouterr().out

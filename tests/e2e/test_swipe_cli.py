@@ -95,7 +95,7 @@ def test_torchrun_pp2_wy2_sp2(store, serial_losses):
 
 def test_mpiexec_resume_other_mesh_then_serial(store, serial_losses):
     from aeris.config import load_config
-    from aeris.train.dist_checkpoint import export_serial_checkpoint
+    from aeris.checkpoint.sharded import export_serial_checkpoint
     from aeris.train.trainer import Trainer
 
     mpiexec = [str(VENV_BIN / "mpiexec"), "-n", "4", sys.executable]

@@ -9,7 +9,7 @@ import xarray as xr
 import zarr
 
 from aeris.config import load_config
-from aeris.data import _synth_storms as storms
+from aeris.data import synth_storms as storms
 from aeris.data.config import SynthConfig
 from aeris.data.lexicon import VARIABLES, channel_names
 from aeris.data.synthetic import (

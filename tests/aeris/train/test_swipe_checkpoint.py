@@ -39,7 +39,7 @@ def _mbs(eng, data, step):
 
 
 def _run(rank, world, mesh_sizes, state, steps, load_from, save_to, save_after):
-    from aeris.train.dist_checkpoint import load_into_stage, read_checkpoint, save_distributed
+    from aeris.checkpoint.sharded import load_into_stage, read_checkpoint, save_distributed
     from aeris.train.swipe_engine import SwipeEngine
     from swipe.mesh import SwipeMesh
 
@@ -72,7 +72,7 @@ def merged(results, key):
 
 def test_reshard_round_trip(tmp_path: Path):
     from aeris.diffusion.objective import diffusion_loss
-    from aeris.train.dist_checkpoint import read_checkpoint, serial_state
+    from aeris.checkpoint.sharded import read_checkpoint, serial_state
     from swipe.context import SerialContext
     from swipe.layout import WindowLayout
 
@@ -120,8 +120,8 @@ def test_reshard_round_trip(tmp_path: Path):
 
 
 def test_incomplete_checkpoint_is_rejected(tmp_path: Path):
-    from aeris.train.checkpoint import CheckpointError
-    from aeris.train.dist_checkpoint import latest_any_checkpoint, read_checkpoint
+    from aeris.checkpoint.files import CheckpointError
+    from aeris.checkpoint.sharded import latest_any_checkpoint, read_checkpoint
 
     d = tmp_path / "checkpoints" / "step_00000003.dist"
     d.mkdir(parents=True)

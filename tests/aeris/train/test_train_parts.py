@@ -15,11 +15,11 @@ from torch import nn
 from aeris.config import load_config
 from aeris.model.network import AerisNet
 from aeris.train.config import TrainConfig
-from aeris.train.checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints,
+from aeris.checkpoint.files import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints,
                                     load_checkpoint, rotate_checkpoints, save_checkpoint)
 from aeris.train.data_order import epoch_permutation, samples_for_step
 from aeris.train.ema import EMA, ema_decay
-from aeris.train.logging import MetricsLogger, read_metrics
+from aeris.train.metrics_log import MetricsLogger, read_metrics
 from aeris.train.optim import build_optimizer, param_groups
 from aeris.train.schedule import lr_at
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import aeris.train.trainer as trainer_mod
+import aeris.train.engine as engine_mod
 from aeris.cli import main as aeris_main
 from aeris.config import load_config
 from aeris.data.prepared import prepare
 from aeris.data.stats import compute_and_save_stats
-from aeris.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
-from aeris.train.logging import read_metrics
+from aeris.checkpoint.files import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from aeris.train.metrics_log import read_metrics
 from aeris.train.trainer import Trainer
 from tests.support.stores import make_dataset
 
@@ -27,7 +27,7 @@ VAL = ["2020-08-08", "2020-08-09T00:00"]         # 5 times -> 4 samples
 TEST = ["2020-08-09T06:00", "2020-08-10T18:00"]
 VARIABLES = {"t2m": "2m_temperature", "u10": "10m_u_component_of_wind", "v10": "10m_v_component_of_wind",
              "msl": "mean_sea_level_pressure", "z": "geopotential", "t": "temperature"}
-TIMING_KEYS = {"samples_per_s", "tflops", "mfu", "paper_tflops"}  # wall-clock dependent
+TIMING_KEYS = {"seconds", "samples_per_s", "tflops", "tflops_per_rank", "mfu", "paper_tflops"}  # wall-clock dependent
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_one_step_skill_scores_against_numpy(store, tmp_path, monkeypatch, offse
     assert x0.shape[0] == n_val == 4
 
     fake, calls = _oracle(tr.val_ds, offsets)
-    monkeypatch.setattr(trainer_mod, "sample_residuals", fake)
+    monkeypatch.setattr(engine_mod, "sample_residuals", fake)
     rng_before = torch.get_rng_state()
     s = tr.one_step_skill(n_inits=n_val, members=len(offsets))
     assert torch.equal(torch.get_rng_state(), rng_before)  # scoring does not disturb training's RNG

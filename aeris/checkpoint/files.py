@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+__all__ = ["CheckpointError", "check_meta", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
            "rotate_checkpoints", "checkpoint_path"]
 
 FORMAT = 1
@@ -24,6 +24,19 @@ _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not match the run."""
+
+
+def check_meta(path, found: dict | None, expected: dict) -> None:
+    """A checkpoint's data record (``meta``: channels, grid) against this run's; CheckpointError
+    naming the difference. A checkpoint without a record is not checked."""
+    if not found:
+        return
+    if "channels" in found and list(found["channels"]) != list(expected["channels"]):
+        raise CheckpointError(f"checkpoint {path} was trained on channels {found.get('channels')}, "
+                              f"this run uses {list(expected['channels'])}")
+    if "grid" in found and list(found["grid"]) != list(expected["grid"]):
+        raise CheckpointError(f"checkpoint {path} was trained on the grid {list(found['grid'])}, "
+                              f"this run uses {list(expected['grid'])}")
 
 
 def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:

@@ -9,7 +9,7 @@ Layout of a checkpoint directory ``<out>/checkpoints/step_XXXXXXXX.dist/``::
                       "optim": {name: {"step", "exp_avg", "exp_avg_sq"}}}
 
 Names are AerisNet's (``blocks.3.attn.qkv.weight``); every pipeline stage keeps them (see
-aeris.train.swipe_engine.prune_to_stage). Each parameter and its EMA are written once, by the
+aeris.model.network.AerisStage). Each parameter and its EMA are written once, by the
 weight-group leader (dp = wy = wx = sp = 0) of the stage holding it; its AdamW state by the
 rank of the weight group that owns it in the ZeroRedundancyOptimizer. Reading merges the
 shards, so the reader needs no knowledge of the writer's mesh: a rank loads the names its
@@ -32,7 +32,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from aeris.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from aeris.checkpoint.files import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
+                                    save_checkpoint)
 
 __all__ = ["FORMAT", "dist_checkpoint_path", "list_dist_checkpoints", "latest_any_checkpoint",
            "save_distributed", "read_checkpoint", "load_into_stage", "serial_state", "export_serial_checkpoint",
@@ -271,7 +272,6 @@ def export_serial_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike
                              model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
     """Write a distributed checkpoint as the serial Trainer's ``<out_dir>/checkpoints/step_X.pt``
     (atomic), so ``Trainer(cfg, resume=True)`` with ``train.out_dir=out_dir`` continues from it."""
-    from aeris.train.checkpoint import checkpoint_path, save_checkpoint
     state = serial_state(path, model, optimizer)
     return save_checkpoint(checkpoint_path(out_dir, state["step"]), state)
 

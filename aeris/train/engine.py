@@ -1,0 +1,232 @@
+"""The engine the one training loop runs over: its interface, and the serial engine.
+
+An engine is how this rank computes a step: its parameters (the whole network in one process,
+one pipeline stage under SWiPe), the optimizer, the reductions, the sampler used for ensemble
+validation, and how its state is checkpointed. The `Trainer` (aeris.train.trainer) owns the
+rest, once for every engine: data order and noise keys, schedule, EMA, validation, logging,
+progress, checkpoint cadence and resume (docs/training.md, "Training loop and engines").
+
+`SerialEngine` is the plain one-process model, the independent reference the SWiPe engine
+(aeris.train.swipe_engine) is tested against.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from aeris.checkpoint.files import (CheckpointError, check_meta, checkpoint_path, load_checkpoint,
+                                    rotate_checkpoints, save_checkpoint)
+from aeris.checkpoint.sharded import serial_state
+from aeris.diffusion.config import DiffusionConfig
+from aeris.diffusion.objective import diffusion_loss
+from aeris.diffusion.weights import token_weights
+from aeris.forecast.ensemble import sample_residuals
+from aeris.model.network import AerisNet
+from aeris.train.ema import EMA
+from aeris.train.optim import build_optimizer
+from swipe.context import SerialContext
+from swipe.layout import WindowLayout
+
+__all__ = ["MicroBatch", "Engine", "Stepper", "SerialEngine", "Resumed"]
+
+# (cond (B, n_lw, tpp, C_cond), member keys) -> standardised residual samples (B, n_lw, tpp, C)
+Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch for this rank: a key tuple per sample (seed, step, position, dataset
+    index) and, where the rank reads data, its tokens in frame 0: ``data`` = {"target", "cond",
+    "forcing"} each (B, n_lw, tpp, C) (the ForecastDataset layout); None elsewhere."""
+
+    keys: list[tuple[int, ...]]
+    data: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class Resumed:
+    """What a checkpoint gives back to the loop besides the engine's own state."""
+
+    step: int
+    samples_seen: int
+
+
+class Engine(Protocol):
+    """How a step is computed on this rank; every method is called on every rank.
+
+    Attributes: ``model`` (this rank's parameters), ``optimizer``, ``device``, ``token_ids``
+    (this rank's tokens in frame 0, the Dataset's index map), ``w_token`` (their latitude
+    weights), ``replica``/``replicas`` (data-parallel coordinates: replica d takes its share
+    of each step's samples), ``reads_data`` (this rank needs the samples' data), ``scores``
+    (this rank scores ensemble validation; the scores of all such ranks add up),
+    ``is_root`` (logs, prints, writes run files).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    token_ids: np.ndarray
+    w_token: torch.Tensor
+    replica: int
+    replicas: int
+    reads_data: bool
+    scores: bool
+    is_root: bool
+
+    def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
+                   grad_clip: float) -> tuple[float, float]:
+        """zero_grad, forward+backward of this rank's micro-batches (each loss / normaliser),
+        reduction, global-norm clipping, optimizer step. Returns (global loss, global gradient
+        norm before clipping), the same on every rank; FloatingPointError if not finite."""
+
+    def eval_loss(self, mbs: Sequence[MicroBatch], normaliser: float) -> float:
+        """Sum over all ranks and micro-batches of the loss / normaliser, no gradients."""
+
+    def sampler(self, dcfg: DiffusionConfig, weights: dict[str, torch.Tensor] | None = None) -> Stepper:
+        """The ensemble stepper of this rank's model, or of a copy of it holding ``weights``
+        (by parameter name, e.g. the EMA's); a collective call under SWiPe."""
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of ``x`` over all ranks (returned on the CPU)."""
+
+    def broadcast(self, obj):
+        """``obj`` of the root rank, on every rank."""
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+    def comm_record(self) -> dict[str, int]:
+        """Bytes moved by kind in the last step ({} without communication)."""
+
+    def describe(self) -> str | None:
+        """Lines printed at the start of a run (None: nothing to say)."""
+
+    def save(self, out_dir: Path, *, step: int, samples_seen: int, ema: EMA, config: str,
+             meta: dict, keep: int) -> Path:
+        """Write the checkpoint of ``step`` (atomically) and keep the newest ``keep``."""
+
+    def load(self, path: Path, ema: EMA, meta: dict) -> Resumed:
+        """Load model, optimizer and EMA state from ``path`` (either kind of checkpoint), after
+        checking its data record against this run's ``meta`` (channels, grid)."""
+
+
+class SerialEngine:
+    """The whole network in one process (the reference every SWiPe layout is tested against).
+
+    ``net``: the whole AerisNet; ``w_lat_field`` (H, W) latitude weights; ``w_channel`` (C,)
+    variable weights; ``amp``: autocast dtype or None (fp32).
+    """
+
+    replica, replicas, reads_data, scores, is_root = 0, 1, True, True, True
+
+    def __init__(self, net: AerisNet, diffusion: DiffusionConfig, *, w_lat_field: np.ndarray,
+                 w_channel, device: torch.device, amp: torch.dtype | None = None):
+        self.model = net.to(device)
+        self.device, self.diffusion, self.amp = torch.device(device), diffusion, amp
+        H, W = net.grid
+        self.ctx = SerialContext(WindowLayout(H, W, *net.cfg.window))
+        self.token_ids = self.ctx.token_ids(0)
+        self.w_token = torch.as_tensor(token_weights(w_lat_field, self.token_ids), dtype=torch.float32,
+                                       device=self.device)
+        self.w_channel = torch.as_tensor(w_channel, dtype=torch.float32, device=self.device)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def build_optimizer(self, *, lr: float, betas, eps: float, weight_decay: float) -> torch.optim.Optimizer:
+        """AdamW with the decay groups of aeris.train.optim."""
+        self.optimizer = build_optimizer(self.model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                         decay_names=set(self.model.decay_parameter_names()))
+        return self.optimizer
+
+    def _loss(self, mb: MicroBatch, normaliser: float) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            return diffusion_loss(self.model, self.ctx, mb.data, mb.keys, self.diffusion,
+                                  self.w_token, self.w_channel, normaliser)
+
+    def train_step(self, mbs, normaliser, *, lr, grad_clip):
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for mb in mbs:
+            loss = self._loss(mb, normaliser)
+            loss.backward()
+            total += float(loss.detach())
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if grad_clip > 0:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        else:
+            gnorm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        if not math.isfinite(total) or not math.isfinite(gnorm):
+            raise FloatingPointError(f"non-finite loss {total} or grad norm {gnorm}")
+        self.optimizer.step()
+        return total, gnorm
+
+    @torch.no_grad()
+    def eval_loss(self, mbs, normaliser):
+        return sum(float(self._loss(mb, normaliser)) for mb in mbs)
+
+    def sampler(self, dcfg, weights=None):
+        model = self.model
+        if weights is not None:
+            # a copy, not a new build: a fresh init would draw from the global RNG, so
+            # validating would change the random stream of the training that follows
+            model = copy.deepcopy(model).eval()
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(weights[n].to(p.dtype))
+        ctx, n_out = self.ctx, model.n_out
+        return lambda cond, keys: sample_residuals(model, ctx, cond, keys, n_out, dcfg)
+
+    def all_sum(self, x):
+        return x.cpu()
+
+    def broadcast(self, obj):
+        return obj
+
+    def barrier(self) -> None:
+        pass
+
+    def comm_record(self) -> dict[str, int]:
+        return {}
+
+    def describe(self) -> str | None:
+        return None
+
+    # ---- checkpoints: one .pt file (aeris.checkpoint.files) -----------------------------------
+    def save(self, out_dir, *, step, samples_seen, ema, config, meta, keep):
+        state = {"step": step, "samples_seen": samples_seen, "model": self.model.state_dict(),
+                 "ema": ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": {"torch": torch.get_rng_state()}, "config": config, "meta": meta}
+        path = save_checkpoint(checkpoint_path(out_dir, step), state)
+        rotate_checkpoints(out_dir, keep)
+        return path
+
+    def load(self, path, ema, meta):
+        path = Path(path)
+        # a SWiPe run's checkpoint (a directory of shards) resumes here too
+        state = (serial_state(path, self.model, self.optimizer) if path.is_dir()
+                 else load_checkpoint(path, map_location=self.device))
+        missing = [k for k in ("samples_seen", "ema", "optimizer", "rng") if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
+        check_meta(path, state.get("meta"), meta)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
+        try:
+            ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path}: EMA or optimizer state does not fit this model: {e}") from e
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        return Resumed(int(state["step"]), int(state["samples_seen"]))
