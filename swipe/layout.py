@@ -2,7 +2,7 @@
 
 Everything here is integer arithmetic on numpy arrays; no process group, no torch.
 
-Conventions (SWIPE.md section 2):
+Conventions (docs/layout.md, "Grid, windows and frames"):
 
 * Field of H x W tokens, global token id ``g = y * W + x``.
 * Windows of ws_h x ws_w; window (i, j) covers rows ``i*ws_h ...`` and columns ``j*ws_w ...``

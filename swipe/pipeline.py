@@ -2,8 +2,8 @@
 
 Stages (pure, no process group):
 
-* ``stage_split(n_blocks, pp, split)`` -> block range of every stage. Default (SWIPE.md
-  section 5): pp = 1 everything on one stage; pp = 2 the blocks split evenly over the two
+* ``stage_split(n_blocks, pp, split)`` -> block range of every stage. Default (docs/pipeline.md,
+  "Stage split"): pp = 1 everything on one stage; pp = 2 the blocks split evenly over the two
   stages (stage 0 takes the odd one); pp >= 3 stage 0 = input embedding only, the last stage =
   output head (+ loss) only, the pp - 2 middle stages equal numbers of blocks (the first ones
   take one more when it does not divide). ``split`` = explicit blocks per stage.

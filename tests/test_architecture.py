@@ -175,3 +175,62 @@ def test_project_imports_at_module_level_outside_the_cli():
 def test_the_graph_sees_function_level_imports():
     """The walker is not blind to imports inside functions (the CLI has many)."""
     assert any(inside for t, _, inside, _ in GRAPH["aeris.cli.train"])
+
+
+# ---- documentation ------------------------------------------------------------------------------
+TEXT_FILES = [p for top in ("aeris", "swipe", "benchmarks", "configs", "data", "notebooks", "tests")
+              for p in (REPO / top).rglob("*") if p.suffix in (".py", ".yaml", ".ipynb", ".sh", ".md")
+              and "__pycache__" not in p.parts] + [REPO / n for n in ("Makefile", "pyproject.toml", "README.md")]
+SPEC_NAMES = re.compile(r"\.\./shared|shared/spec|\b(SWIPE|AERIS|DATA|EVALUATION|ENVIRONMENT|ARCHITECTURE)\.md\b")
+
+
+def test_no_reference_to_files_outside_the_repository():
+    this = Path(__file__).resolve()
+    bad = [f"{p.relative_to(REPO)}:{i}" for p in TEXT_FILES if p.resolve() != this
+           for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if SPEC_NAMES.search(line)]
+    assert bad == []
+
+
+def test_every_cited_docs_section_exists():
+    """A citation (docs/ + page + `.md, "Heading"`) names a page of docs/ and one of its headings."""
+    cite = re.compile(r'docs/(\w+\.md)(?:, \\?"([^"\\]+)\\?")?')
+    found, bad = 0, []
+    for p in TEXT_FILES + sorted((REPO / "docs").glob("*.md")):
+        for page, heading in cite.findall(p.read_text(errors="replace")):
+            found += 1
+            doc = REPO / "docs" / page
+            if not doc.exists():
+                bad.append(f"{p.relative_to(REPO)} cites missing {page}")
+            elif heading and not re.search(rf"^#+ {re.escape(heading)}\s*$", doc.read_text(), re.M):
+                bad.append(f"{p.relative_to(REPO)} cites missing heading {page}: {heading!r}")
+    assert found > 20 and bad == []
+
+
+def test_readme_layout_matches_the_tree():
+    """The README's layout block names every top-level folder, every aeris package and every
+    test folder, and nothing that does not exist."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("## Layout of the repository"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    named: dict[str, set[str]] = {"": set()}
+    parent = ""
+    for line in block.splitlines():
+        m = re.match(r"^( *)([\w.-]+)/\s", line)
+        if not m:
+            continue
+        if m.group(1):
+            named.setdefault(parent, set()).add(m.group(2))
+        else:
+            parent = m.group(2)
+            named[""].add(parent)
+
+    def dirs(path: Path) -> set[str]:
+        return {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+                and any(p.rglob("*.*"))}
+
+    tracked = {p.split("/")[0] for p in __import__("subprocess").run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split() if "/" in p}
+    assert named[""] == {t for t in tracked if not t.startswith(".")}
+    assert named["aeris"] == {p.name for p in (REPO / "aeris").iterdir() if (p / "__init__.py").exists()}
+    assert named["tests"] == dirs(REPO / "tests")

@@ -11,7 +11,7 @@ __all__ = ["DataConfig", "SynthConfig"]
 
 @dataclass
 class DataConfig:
-    """Where the data is and which channels the model sees (AERIS.md section 2, DATA.md)."""
+    """Where the data is and which channels the model sees (docs/data.md, "Channels and network inputs")."""
 
     path: str = doc("data/synthetic/era5_synth.zarr",
                     "ERA5-like store: zarr or netCDF, a local path or an fsspec URL such as gs://...")
@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class SynthConfig:
-    """The embedded synthetic reanalysis (`aeris data synth`, DATA.md "Embedded default")."""
+    """The embedded synthetic reanalysis (`aeris data synth`, docs/data.md, "Synthetic reanalysis")."""
 
     out: str = doc("data/synthetic/era5_synth.zarr", "where `aeris data synth` writes the store")
     n_lat: int = doc(65, "latitude rows, pole-inclusive (90 .. -90), like WB2's 721")

@@ -1,6 +1,6 @@
 """Variable lexicon: WB2 long names, ERA5/GRIB short names, units, and channel naming.
 
-The canonical vocabulary of the whole project is WeatherBench2's long names (DATA.md).
+The canonical vocabulary of the whole project is WeatherBench2's long names (docs/data.md, "Store canonicalisation").
 Everything else (GRIB short names such as ``z``/``t2m``, CF-style coordinate names such as
 ``lat``/``isobaricInhPa``) is translated here, in one place.
 

@@ -1,4 +1,4 @@
-"""Channel-wise standardisation of states, residuals and forcings (AERIS.md section 2).
+"""Channel-wise standardisation of states, residuals and forcings (docs/data.md, "Statistics and standardisation").
 
     z = (x - mean) / std                      (states, forcings, static fields)
     r = (x(t+dt) - x(t) - diff_mean) / diff_std   (the residual the diffusion model samples)

@@ -1,4 +1,4 @@
-"""Open any ERA5-like store and bring it to the project's canonical layout (DATA.md).
+"""Open any ERA5-like store and bring it to the project's canonical layout (docs/data.md, "Store canonicalisation").
 
 `open_store` is the one place where reanalysis / forecast stores are opened. It returns a lazy
 (dask-backed) ``xr.Dataset`` with
@@ -457,6 +457,6 @@ def select_period(times: np.ndarray, period: Sequence[str] | None) -> np.ndarray
 
 
 def fill_nan_with_min(da: xr.DataArray) -> xr.DataArray:
-    """NaNs of each 2-D field replaced by that field's minimum (e.g. sst over land; AERIS.md §2)."""
+    """NaNs of each 2-D field replaced by that field's minimum (e.g. sst over land; docs/data.md, "Channels and network inputs")."""
     spatial = [d for d in ("latitude", "longitude") if d in da.dims]
     return da.fillna(da.min(dim=spatial, skipna=True))

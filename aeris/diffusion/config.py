@@ -1,4 +1,4 @@
-"""Configuration of the TrigFlow diffusion: training noise, loss weights, sampler (AERIS.md section 4)."""
+"""Configuration of the TrigFlow diffusion: training noise, loss weights, sampler (docs/training.md, "Objective: TrigFlow")."""
 
 from __future__ import annotations
 

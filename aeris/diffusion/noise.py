@@ -2,7 +2,7 @@
 
 Every random draw comes from a `torch.Generator` seeded by a stable hash of integer keys
 (e.g. (seed, step, sample) in training, (seed, init_time, member, sampler_step) in sampling),
-so a value never depends on which rank draws it (SWIPE.md section 6):
+so a value never depends on which rank draws it (docs/training.md, "Keyed noise"):
 
 * noise: the WHOLE window's (ws_h*ws_w, C) standard normal block, in quadrant-major order,
   for the window's GLOBAL id in frame 0 (i * n_windows_x + j); each rank then keeps its piece.

@@ -1,4 +1,4 @@
-"""Probability-flow ODE sampler for the TrigFlow network (AERIS.md section 4).
+"""Probability-flow ODE sampler for the TrigFlow network (docs/training.md, "Sampler").
 
 The network predicts F(x_t / sigma_d, t) with x_t = cos(t) x0 + sin(t) sigma_d eps, which gives
 the data estimate  x0_hat = cos(t) x_t - sin(t) sigma_d F  and the TrigFlow PF-ODE

@@ -1,4 +1,4 @@
-"""TrigFlow v-prediction objective (AERIS.md section 4; Lu & Song 2024, sCM).
+"""TrigFlow v-prediction objective (docs/training.md, "Objective: TrigFlow"; Lu & Song 2024, sCM).
 
 With data x0 (standardised residual), eps ~ N(0, 1), sigma_d the data scale and
 t = atan(sigma / sigma_d) in [0, pi/2):
@@ -8,7 +8,7 @@ t = atan(sigma / sigma_d) in [0, pi/2):
     the network F sees x_t / sigma_d and t; loss per token = sum_c w_lat w_var(c) (sigma_d F - v)^2.
 
 The loss returned is (sum of the weighted token errors this rank holds) / normaliser, with
-normaliser = tokens per sample x samples in the WHOLE global batch (SWIPE.md section 6): the
+normaliser = tokens per sample x samples in the WHOLE global batch (docs/training.md, "Gradient normalisation"): the
 sum over ranks of their losses is the serial mean over tokens and samples, for any layout.
 """
 

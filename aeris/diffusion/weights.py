@@ -1,4 +1,4 @@
-"""Loss weights: latitude (cos lat, mean 1) and per-variable (AERIS.md section 4).
+"""Loss weights: latitude (cos lat, mean 1) and per-variable (docs/training.md, "Loss weights").
 
 Per-token weights are a field (H, W); any layout gets its tokens with a gather
 ``field.ravel()[ctx.token_ids(0)]`` (see `token_weights`).

@@ -1,7 +1,7 @@
 """Configuration of the cyclone tracker and its verification (config section ``track``).
 
 Defaults are the published TempestExtremes configuration used on ERA5 and on AI forecasts
-(EVALUATION.md section 2). They are meant for grids of ~0.25-1 degree: the contour radii
+(docs/evaluation.md, "Cyclone tracker"). They are meant for grids of ~0.25-1 degree: the contour radii
 (5.5 and 6.5 degrees), merge distance (6 degrees) and stitch range (8 degrees) are in
 great-circle degrees and keep their meaning on coarser grids, but on a grid coarser than
 ~2 degrees a closed contour spans only 2-3 cells and the 1-degree warm-core pivot search
@@ -89,7 +89,7 @@ def relaxed_stitch() -> StitchConfig:
 
 @dataclass
 class VerifyConfig:
-    """Best-track verification (EVALUATION.md section 3)."""
+    """Best-track verification (docs/evaluation.md, "Best-track verification")."""
 
     match_km: float = doc(300.0, "max distance of forecast and observed centres at the same valid time, km")
     match_rule: str = doc("first", "first: the first common time within match_km; mean: the mean distance")

@@ -3,7 +3,7 @@
 All angles in degrees. Grids are regular latitude/longitude grids given by their 1-D
 coordinate vectors (any latitude order); longitude wraps when the grid covers the circle.
 The 4-neighbour graph of a grid point is N, S, E, W: longitude wraps, no neighbours across
-the poles (EVALUATION.md section 2).
+the poles (docs/evaluation.md, "Cyclone tracker").
 """
 
 from __future__ import annotations

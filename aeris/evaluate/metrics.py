@@ -1,4 +1,4 @@
-"""Ensemble skill metrics (EVALUATION.md section 1, WeatherBench2 conventions).
+"""Ensemble skill metrics (docs/evaluation.md, "Skill metrics", WeatherBench2 conventions).
 
 Pure functions on xarray DataArrays (numpy cores where natural). Grids use the canonical
 dims ``latitude`` / ``longitude``; the ensemble dim is ``number`` and the init-time dim is

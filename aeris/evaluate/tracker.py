@@ -1,6 +1,6 @@
 """Tropical-cyclone tracker: a re-implementation of TempestExtremes DetectNodes + StitchNodes.
 
-Semantics follow EVALUATION.md section 2 (the published ERA5 configuration is the default,
+Semantics follow docs/evaluation.md, "Cyclone tracker" (the published ERA5 configuration is the default,
 see `aeris.evaluate.config`); variables and commands are written in the TempestExtremes
 command language of `aeris.evaluate.commands`.
 

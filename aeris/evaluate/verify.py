@@ -1,4 +1,4 @@
-"""Verification of cyclone tracks against a best track (EVALUATION.md section 3).
+"""Verification of cyclone tracks against a best track (docs/evaluation.md, "Best-track verification").
 
 Inputs are the tidy tables of `aeris.evaluate.tracker` (forecast tracks: track_id, init,
 member, time, lead_h, lat, lon, msl [Pa], wind [m/s]) and `aeris.evaluate.besttrack`

@@ -1,4 +1,4 @@
-"""Configuration of the AERIS network (section ``model`` of a run config; AERIS.md section 3)."""
+"""Configuration of the AERIS network (section ``model`` of a run config; docs/model.md, "Configuration switches")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FLOP and parameter accounting of the AERIS network (AERIS.md section 6).
+"""FLOP and parameter accounting of the AERIS network (docs/model.md, "FLOP accounting").
 
 Two counts per training sample (forward + backward):
 

@@ -154,5 +154,5 @@ def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int, dtype: torch.
 
 
 def default_std(dim: int) -> float:
-    """Small init of AERIS.md section 3: sqrt(2 / (5 d))."""
+    """Small init (docs/model.md, "Initialisation"): sqrt(2 / (5 d))."""
     return math.sqrt(2.0 / (5.0 * dim))

@@ -8,7 +8,7 @@ and under SWiPe (where a rank may hold only a piece of each window).
     forward(x, t) = head(change_frame(... block_i(change_frame(embed(x)), c) ...), c),
     c = time_embedding(t)
 
-Initialisation (AERIS.md section 3): linears truncated normal std sqrt(2/(5d)), biases 0,
+Initialisation (docs/model.md, "Initialisation"): linears truncated normal std sqrt(2/(5d)), biases 0,
 RMSNorm gains 1; the last layer of every modulation MLP is zero, so every residual gate is 0
 and each block starts as the identity (adaLN-Zero); the output Linear is zero, so the network
 output is exactly 0 at init while the head weight still receives gradient.
@@ -230,7 +230,7 @@ _DECAY_SUFFIXES = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1_g.weight", "m
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that get weight decay (AERIS.md section 5).
+    """Names of the parameters that get weight decay (docs/training.md, "Optimizer and weight decay").
 
     Decay: the matrix weights of the Linear layers inside blocks (qkv, proj, SwiGLU).
     Names may carry a wrapper prefix (``module.blocks.3...``).

@@ -1,4 +1,4 @@
-"""Training configuration (AERIS.md section 5)."""
+"""Training configuration (docs/training.md, "Training configuration")."""
 
 from __future__ import annotations
 

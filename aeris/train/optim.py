@@ -1,4 +1,4 @@
-"""AdamW with weight decay on matrix weights only (AERIS.md section 5).
+"""AdamW with weight decay on matrix weights only (docs/training.md, "Optimizer and weight decay").
 
 The original meant to decay matrix weights and not embeddings, norms, biases or the head,
 but its grouping put every parameter in the no-decay group. Here the groups are built from

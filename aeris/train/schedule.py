@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then cosine decay to a floor (AERIS.md section 5)."""
+"""Learning-rate schedule: linear warm-up then cosine decay to a floor (docs/training.md, "Learning-rate schedule")."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ _spec.loader.exec_module(planner)
 def test_original_40b_layout():
     cfg = load_config("aeris-40b-bench")
     r = planner.plan(cfg, (14, 20, 6, 6, 12), (720, 1440), 20)
-    assert r["world"] == 120_960                       # 14 replicas x 8,640 tiles (SWIPE.md section 1)
+    assert r["world"] == 120_960                       # 14 replicas x 8,640 tiles (docs/differences.md, "Reference layouts of the original")
     assert r["world"] // 14 == 20 * 12 * 6 * 6
     assert r["windows_per_rank"] == (24 // 6) * (48 // 6)
     assert r["tokens_per_rank"] == 720 * 1440 // (6 * 6 * 12)

@@ -89,7 +89,7 @@ def _kind(name: str) -> str:
 
 def to_variant(ds: xr.Dataset, *, lat_ascending=False, lat_lon_names=False, grib=False,
                number_dim=False, lon_first=False, lon_180=False) -> xr.Dataset:
-    """Make the canonical dataset look like the stores met in the wild (DATA.md gotchas)."""
+    """Make the canonical dataset look like the stores met in the wild (docs/data.md, "Store canonicalisation")."""
     out = ds
     if lat_ascending:
         out = out.isel(latitude=slice(None, None, -1))

@@ -57,7 +57,7 @@ QUADRANT_SHIFT = {0: (1, 1), 1: (1, 0), 2: (0, 1), 3: (0, 0)}
 
 def analytic_p2p(lay: WindowLayout, r: int) -> tuple[int, int]:
     """(tokens sent to other ranks, messages) of window rank r entering the shifted frame,
-    from the quadrant table of SWIPE.md (independent of layout.route)."""
+    from the quadrant table of docs/layout.md, "Shift routes" (independent of layout.route)."""
     wy, wx, s = lay.rank_coords(r)
     qtok = lay.window_tokens // 4 * lay.n_local_windows
     if lay.sp % 4 == 0:

@@ -102,7 +102,7 @@ def test_route_back_is_inverse(case):
     assert fwd.inverse().src_frame == 1 and fwd.inverse().dst_frame == 0
 
 
-# ---- the original system's routing table (SWIPE.md section 2) -------------------------------
+# ---- the original system's routing table (docs/layout.md, "Shift routes") -------------------------------
 TABLE_CASES = [
     (24, 24, 6, 4, 2, 3, 12),   # quadrant 3x2 = 6 tokens = 3 pieces of 2
     (48, 72, 12, 12, 2, 3, 12),  # the original's sp = 12 with ws 12 (quadrant = 3 pieces)

@@ -138,7 +138,7 @@ def test_trigflow_loss_value_against_loop():
 
 @pytest.mark.parametrize("wpy,wpx,sp", LAYOUTS[1:])
 def test_loss_sum_over_ranks_equals_serial_loss(wpy, wpx, sp):
-    """SWIPE.md section 6: per-rank losses with the global normaliser sum to the serial mean."""
+    """docs/training.md, "Gradient normalisation": per-rank losses with the global normaliser sum to the serial mean."""
     H, W, ws, C, B = 8, 16, (4, 4), 3, 2
     lat = np.linspace(90, -90, H + 1)[:-1]
     wfield = latitude_weight_field(lat, W, 0.01)

@@ -21,7 +21,7 @@ from aeris.evaluate.tracker import (G0, Leaf, TrackerError, _merge, detect_nodes
 
 # ---- references ------------------------------------------------------------------------------
 def bfs_closed_contour(f, lat, lon, i, j, delta, dist, minmaxdist, wrap):
-    """Literal breadth-first search of EVALUATION.md section 2 (independent of the vectorised one)."""
+    """Literal breadth-first search of docs/evaluation.md, "Cyclone tracker" (independent of the vectorised one)."""
     ny, nx = f.shape
     sign = 1 if delta > 0 else -1
     pi, pj = i, j

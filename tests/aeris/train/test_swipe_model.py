@@ -1,4 +1,4 @@
-"""Whole-model equality: AerisNet trained under SWiPe meshes vs the serial model (SWIPE.md section 8).
+"""Whole-model equality: AerisNet trained under SWiPe meshes vs the serial model (docs/architecture.md, "Correctness tests").
 
 For each mesh (dp, pp, wy, wx, sp) one multi-process gloo run does one optimizer step through
 aeris.train.swipe_engine (1F1B pipeline with re-addressed sends, Ulysses, shift exchanges,
