@@ -13,7 +13,12 @@ B = samples per micro-batch, m = micro-batches, t = tokens per rank, d = model w
   leave the rank on the route (from swipe.layout), forward and backward;
 * all_to_all (Ulysses): per block, q, k, v and the output, forward and backward, each moving
   (sp-1)/sp of B t d b;
-* all_reduce: the stage's gradients over the weight group of n ranks, 2 (n-1)/n P b.
+* all_gather / reduce_scatter (FSDP2 over the weight group of n ranks, P the stage's
+  parameters): every unit is gathered for each forward and again for each backward,
+  2 m (n-1)/n P b, and its gradients reduce-scattered after each backward, m (n-1)/n P b
+  (these two are counted by the engine from that schedule, not intercepted on the wire);
+* all_reduce: scalars only, the gradient norm^2 and the loss (float64) over the weight group
+  and the pp group, 2 (n-1)/n 8 bytes per call.
 
 Prints a table and writes benchmarks/results/comm_volume.json (atomically).
 """
@@ -82,7 +87,10 @@ def analytic(mesh, rank: int) -> dict[str, int]:
                 or (name.startswith("out.") and plan.is_last):
             n_params += prm.numel()
     n = dp * n_win
-    return {"p2p": p2p, "all_to_all": a2a, "all_reduce": 2 * (n - 1) * n_params * BYTES // n}
+    scalar = 2 * (2 * (n - 1) * 8 // n + (2 * (pp - 1) * 8 // pp if pp > 1 else 0))
+    return {"p2p": p2p, "all_to_all": a2a, "all_reduce": scalar,
+            "all_gather": 2 * M * ((n - 1) * n_params * BYTES // n),
+            "reduce_scatter": M * ((n - 1) * n_params * BYTES // n)}
 
 
 def _step(rank, world, mesh):
@@ -119,7 +127,7 @@ def main() -> int:
         for s in mesh:
             world *= s
         res = run_distributed(_step, world, args=(mesh,), timeout=300)
-        for kind in ("p2p", "all_to_all", "all_reduce"):
+        for kind in ("p2p", "all_to_all", "all_reduce", "all_gather", "reduce_scatter"):
             ana = [analytic(mesh, r)[kind] for r in range(world)]
             meas = [r["bytes"][kind] for r in res]
             rows.append({"mesh": dict(zip(("dp", "pp", "wy", "wx", "sp"), mesh)), "kind": kind,

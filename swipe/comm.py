@@ -37,7 +37,8 @@ __all__ = [
     "routed_send_ops", "routed_recv_ops", "send_routed", "recv_routed", "all_reduce_sum",
 ]
 
-KINDS = ("all_to_all", "p2p", "all_reduce")
+# all_gather / reduce_scatter: the sharded stage state (FSDP2), counted by its user
+KINDS = ("all_to_all", "p2p", "all_reduce", "all_gather", "reduce_scatter")
 
 
 @dataclass

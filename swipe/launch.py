@@ -10,7 +10,8 @@ Launchers, detected in this order (``launcher=`` or env ``SWIPE_LAUNCHER`` force
   set MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE by hand); LOCAL_RANK (default 0).
 * ``mpi``: an MPI launcher's variables are set (mpiexec/mpirun of MPICH/Intel MPI/Open MPI,
   PBS + PALS on Aurora/Polaris, srun --mpi=pmi*). Rank and size from mpi4py's COMM_WORLD; rank
-  0 picks the rendezvous (MASTER_ADDR or its host name, MASTER_PORT or a free port) and
+  0 picks the rendezvous (MASTER_ADDR, else the address of the interface SWIPE_NET_INTERFACE,
+  else its host name; MASTER_PORT or a free port) and
   broadcasts it; local rank from PALS_LOCAL_RANKID / MPI_LOCALRANKID /
   OMPI_COMM_WORLD_LOCAL_RANK / ..., else from an MPI shared-memory split.
 * ``slurm``: inside an srun step (SLURM_STEP_ID and SLURM_PROCID set): SLURM_PROCID,
@@ -48,6 +49,7 @@ __all__ = [
     "DistInfo", "LaunchEnv", "LaunchError", "LAUNCHERS", "init_distributed", "shutdown",
     "detect_launcher", "torchrun_env", "slurm_env", "mpi_local_rank", "parse_hostlist",
     "backend_for_device", "pick_device", "device_request", "free_port", "local_world_size",
+    "interface_address", "rendezvous_address",
 ]
 
 LAUNCHERS = ("torchrun", "mpi", "slurm", "single")
@@ -296,6 +298,33 @@ def free_port() -> int:
 
 
 # ---- the one call ---------------------------------------------------------------------------
+def interface_address(name: str) -> str:
+    """IPv4 address of the network interface ``name`` (e.g. ``hsn0``, ``ib0``; Linux)."""
+    import fcntl
+    import struct
+
+    known = [n for _, n in socket.if_nameindex()]
+    if name not in known:
+        raise LaunchError(f"network interface {name!r} not found on {socket.gethostname()}; it has {known}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:  # SIOCGIFADDR
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+        except OSError as e:
+            raise LaunchError(f"network interface {name!r} has no IPv4 address: {e}") from e
+    return socket.inet_ntoa(packed[20:24])
+
+
+def rendezvous_address(env: Mapping[str, str]) -> str:
+    """Where rank 0 listens for an MPI launch: ``MASTER_ADDR`` when set, else the address of
+    the interface named by ``SWIPE_NET_INTERFACE`` (the high-speed network of a cluster), else
+    the host name."""
+    if env.get("MASTER_ADDR"):
+        return env["MASTER_ADDR"]
+    if env.get("SWIPE_NET_INTERFACE"):
+        return interface_address(env["SWIPE_NET_INTERFACE"])
+    return socket.gethostname()
+
+
 def _mpi_env(env: Mapping[str, str]) -> LaunchEnv:
     from mpi4py import MPI
 
@@ -308,8 +337,8 @@ def _mpi_env(env: Mapping[str, str]) -> LaunchEnv:
         node.Free()
     rdv = None
     if rank == 0:
-        addr = env.get("MASTER_ADDR") or socket.gethostname()
-        port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else free_port()
+        addr = rendezvous_address(env)
+        port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
         rdv = (addr, port)
     addr, port = comm.bcast(rdv, root=0)
     return LaunchEnv("mpi", rank, world, local, addr, port)
@@ -349,7 +378,9 @@ def init_distributed(backend: str = "auto", device: str | torch.device | None = 
     else:
         os.environ.update(MASTER_ADDR=str(le.master_addr), MASTER_PORT=str(le.master_port),
                           RANK=str(le.rank), WORLD_SIZE=str(le.world_size), LOCAL_RANK=str(le.local_rank))
-        kw = {"device_id": dev} if dev.type == "cuda" else {}
+        # a bound device makes the init eager: the mesh's subgroups are then split from the
+        # default group (ncclCommSplit and the like) instead of each being made from scratch
+        kw = {"device_id": dev} if dev.type in ("cuda", "xpu") else {}
         dist.init_process_group(be, init_method="env://", rank=le.rank, world_size=le.world_size,
                                 timeout=timeout, **kw)
     return DistInfo(le.rank, le.world_size, le.local_rank, dev, be, le.launcher)

@@ -166,11 +166,14 @@ class SwipeMesh:
     Build it with ``SwipeMesh.build`` on every rank (after ``init_process_group``). Attributes:
     ``shape`` (MeshShape), ``device_mesh``, ``rank`` (global), ``coords``, ``window_rank``, and
     groups ``sp_group``, ``dp_group``, ``pp_group`` (DeviceMesh dims), ``window_group``,
-    ``weight_group`` (new_subgroups_by_enumeration); ``next_stage_ranks`` /
+    ``weight_group`` (new_subgroups_by_enumeration) and ``weight_mesh`` (the weight group as a
+    1-D DeviceMesh, for sharding a stage's state over it); ``next_stage_ranks`` /
     ``prev_stage_ranks`` (global ranks of the neighbouring stages by window-group rank).
     """
 
     def __init__(self, shape: MeshShape, device_mesh, window_group, weight_group, rank: int):
+        from torch.distributed.device_mesh import DeviceMesh  # torch.distributed only for a live mesh
+
         self.shape = shape
         self.device_mesh = device_mesh
         self.rank = rank
@@ -181,6 +184,8 @@ class SwipeMesh:
         self.pp_group = device_mesh.get_group("pp")
         self.window_group = window_group
         self.weight_group = weight_group
+        self.weight_mesh = DeviceMesh.from_group(weight_group, device_mesh.device_type,
+                                                 mesh_dim_names=("weight",))
         self.next_stage_ranks = shape.next_stage_ranks(rank)
         self.prev_stage_ranks = shape.prev_stage_ranks(rank)
 

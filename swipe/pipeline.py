@@ -200,11 +200,14 @@ class PipelineExecutor:
         return self.stage == self.n_stages - 1
 
     def train(self, n_micro: int, forward: Callable, act_shape: Callable[[int], tuple],
-              dtype: torch.dtype, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+              dtype: torch.dtype, device: torch.device | str = "cpu",
+              before_backward: Callable[[int, bool], None] | None = None) -> list[torch.Tensor]:
         """Forward and backward of ``n_micro`` micro-batches (1F1B); gradients accumulate in
-        the parameters. Returns the last stage's detached losses (empty list elsewhere)."""
+        the parameters. ``before_backward(k, last)`` runs before micro-batch k's backward
+        (``last``: the step's final one; e.g. to reduce sharded gradients once per step).
+        Returns the last stage's detached losses (empty list elsewhere)."""
         return self._run(train_schedule(n_micro, self.n_stages, self.stage), True,
-                         forward, act_shape, dtype, device)
+                         forward, act_shape, dtype, device, before_backward, n_micro)
 
     @torch.no_grad()
     def infer(self, n_micro: int, forward: Callable, act_shape: Callable[[int], tuple],
@@ -214,7 +217,8 @@ class PipelineExecutor:
                          forward, act_shape, dtype, device)
 
     # one schedule -------------------------------------------------------------------------------
-    def _run(self, schedule, train: bool, forward, act_shape, dtype, device) -> list[torch.Tensor]:
+    def _run(self, schedule, train: bool, forward, act_shape, dtype, device, before_backward=None,
+             n_micro: int = 0) -> list[torch.Tensor]:
         S = _ds_schedule()
         comm_types = (S.SendActivation, S.RecvActivation, S.SendGrad, S.RecvGrad)
         inputs: dict[int, torch.Tensor] = {}    # received activation per micro-batch
@@ -278,6 +282,8 @@ class PipelineExecutor:
                 elif isinstance(cmd, S.BackwardPass):
                     mb = take("bwd")
                     out = outputs.pop(mb)
+                    if before_backward is not None:
+                        before_backward(mb, nxt["bwd"] == n_micro)
                     if self.is_last:
                         out.backward()
                     else:

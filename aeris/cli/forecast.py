@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
     from aeris.forecast.rollout import ForecastError, load_forecaster, run_forecast
     from aeris.forecast.store_writer import ForecastStoreError
-    from aeris.checkpoint.files import CheckpointError
+    from aeris.checkpoint.training import CheckpointError
     from swipe.launch import device_request, pick_device
 
     cfg, f = _forecast_config(args)
@@ -140,7 +140,7 @@ def run_stability(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
     from aeris.forecast.rollout import ForecastError, load_forecaster, resolve_inits
     from aeris.forecast.stability import format_table, run_stability as stability, write_report
-    from aeris.checkpoint.files import CheckpointError
+    from aeris.checkpoint.training import CheckpointError
     from swipe.launch import device_request, pick_device
 
     _, f = _forecast_config(args)

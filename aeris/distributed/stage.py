@@ -9,7 +9,6 @@ along re-addressed routes (swipe.pipeline; docs/pipeline.md).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -41,7 +40,11 @@ class MeshStage:
     def build(cls, net: AerisNet, mesh: SwipeMesh, split: Sequence[int] | None = None,
               counter: CommCounter | None = None) -> MeshStage:
         """The stage of ``net`` this rank runs (its parts are shared with ``net``, not copied).
-        ``split``: explicit blocks per stage (default swipe.pipeline.stage_split)."""
+        ``split``: explicit blocks per stage (default swipe.pipeline.stage_split).
+
+        A ``net`` on the meta device (shapes only: the whole network costs no memory there)
+        gives a stage on the meta device too: `aeris.model.init.materialise` it (after sharding it, if it is
+        to be sharded), so that no rank ever holds more than its stage."""
         cfg = net.cfg
         H, W = net.grid
         layout = mesh.layout(H, W, *cfg.window, heads=cfg.heads)
@@ -74,14 +77,15 @@ class MeshStage:
         L = self.layout
         return (batch, L.n_local_windows, L.tokens_per_piece, self.model.cfg.dim)
 
-    def with_weights(self, weights: dict[str, torch.Tensor] | None = None) -> MeshStage:
-        """This stage with a copy of its module (holding ``weights`` by name when given, e.g.
-        the EMA); context, routes and executor are shared, so no new process group is made."""
-        model = copy.deepcopy(self.model).eval()
-        for p in model.parameters():
-            p.grad = None
-        if weights is not None:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(weights[n].to(p.dtype))
-        return replace(self, model=model)
+    def with_weights(self, weights: dict[str, torch.Tensor]) -> MeshStage:
+        """This stage as a plain (unsharded) module in eval mode holding ``weights`` (whole
+        tensors by global name, e.g. the EMA's); context, routes and executor are shared, so
+        no process group is made. Inference runs on it without the sharded training state."""
+        m = self.model
+        with torch.device("meta"):
+            model = AerisStage(m.cfg, m.n_out, m.n_in, m.grid, m.plan)
+        model = model.to_empty(device=self.device)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(weights[n].to(p.dtype))
+        return replace(self, model=model.eval())

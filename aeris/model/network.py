@@ -178,6 +178,10 @@ class AerisStage(nn.Module):
         plan = self.plan
         c = self.time_embedding(t)
         h = self.embed(x, ctx) if plan.is_first else x
+        if torch.is_autocast_enabled(h.device.type):
+            # the residual stream lives in the compute dtype: checkpointed activations, frame
+            # changes and pipeline sends move half the bytes of fp32 under bf16
+            h = h.to(torch.get_autocast_dtype(h.device.type))
         frame = plan.start_frame
         for i in plan.blocks:
             f = self.block_frame(i)

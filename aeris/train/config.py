@@ -26,7 +26,13 @@ class TrainConfig:
     grad_clip: float = doc(20.0, "global gradient-norm clip; <= 0 disables")
     ema_halflife_samples: float = doc(100_000.0, "EMA half-life of the weights, in training samples "
                                                  "(<= 0 = no averaging)")
-    precision: str = doc("auto", "auto | fp32 | bf16 (autocast; fp32 master weights)")
+    precision: str = doc("auto", "compute dtype: auto (bf16 on CUDA and XPU, fp32 on CPU) | fp32 | bf16; "
+                                 "weights, optimizer state and EMA stay fp32")
+    reduce_dtype: str = doc("fp32", "dtype of the gradient reduce-scatter over a stage's weight group: fp32 | bf16")
+    reshard_after_forward: bool = doc(False, "SWiPe: free each gathered block after its forward and gather it "
+                                             "again for its backward, every micro-batch (least memory); false "
+                                             "keeps the stage gathered through the step: one all-gather and one "
+                                             "reduce-scatter per step")
     seed: int = doc(0, "seed of initialisation, sample order and diffusion noise")
     log_every: int = doc(10, "metrics every N steps (0 = only with validation and at the end)")
     val_every: int = doc(50, "validation loss every N steps (0 = never)")
@@ -44,6 +50,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"train.precision must be auto|fp32|bf16, got {self.precision!r}")
+        if self.reduce_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"train.reduce_dtype must be fp32|bf16, got {self.reduce_dtype!r}")
         for k in ("steps", "micro_batch", "grad_accum"):
             if getattr(self, k) < 1:
                 raise ValueError(f"train.{k} must be >= 1, got {getattr(self, k)}")

@@ -15,27 +15,22 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from aeris.checkpoint.files import (CheckpointError, check_meta, checkpoint_path, load_checkpoint,
-                                    rotate_checkpoints, save_checkpoint)
-from aeris.checkpoint.sharded import serial_state
 from aeris.diffusion.config import DiffusionConfig
 from aeris.diffusion.objective import diffusion_loss
 from aeris.diffusion.weights import token_weights
 from aeris.forecast.ensemble import sample_residuals
 from aeris.model.network import AerisNet
-from aeris.train.ema import EMA
 from aeris.train.optim import build_optimizer
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 
-__all__ = ["MicroBatch", "Engine", "Stepper", "SerialEngine", "Resumed"]
+__all__ = ["MicroBatch", "Engine", "Stepper", "SerialEngine"]
 
 # (cond (B, n_lw, tpp, C_cond), member keys) -> standardised residual samples (B, n_lw, tpp, C)
 Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
@@ -51,14 +46,6 @@ class MicroBatch:
     data: dict[str, torch.Tensor] | None = None
 
 
-@dataclass
-class Resumed:
-    """What a checkpoint gives back to the loop besides the engine's own state."""
-
-    step: int
-    samples_seen: int
-
-
 class Engine(Protocol):
     """How a step is computed on this rank; every method is called on every rank.
 
@@ -67,7 +54,9 @@ class Engine(Protocol):
     weights), ``replica``/``replicas`` (data-parallel coordinates: replica d takes its share
     of each step's samples), ``reads_data`` (this rank needs the samples' data), ``scores``
     (this rank scores ensemble validation; the scores of all such ranks add up),
-    ``is_root`` (logs, prints, writes run files).
+    ``is_root`` (logs, prints, writes run files), ``distributed`` (checkpoints are collective
+    over the default process group). Checkpoints of ``model``, ``optimizer`` and the EMA have
+    one format for every engine (aeris.checkpoint.training).
     """
 
     model: nn.Module
@@ -80,6 +69,7 @@ class Engine(Protocol):
     reads_data: bool
     scores: bool
     is_root: bool
+    distributed: bool
 
     def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
                    grad_clip: float) -> tuple[float, float]:
@@ -109,14 +99,6 @@ class Engine(Protocol):
     def describe(self) -> str | None:
         """Lines printed at the start of a run (None: nothing to say)."""
 
-    def save(self, out_dir: Path, *, step: int, samples_seen: int, ema: EMA, config: str,
-             meta: dict, keep: int) -> Path:
-        """Write the checkpoint of ``step`` (atomically) and keep the newest ``keep``."""
-
-    def load(self, path: Path, ema: EMA, meta: dict) -> Resumed:
-        """Load model, optimizer and EMA state from ``path`` (either kind of checkpoint), after
-        checking its data record against this run's ``meta`` (channels, grid)."""
-
 
 class SerialEngine:
     """The whole network in one process (the reference every SWiPe layout is tested against).
@@ -125,7 +107,7 @@ class SerialEngine:
     variable weights; ``amp``: autocast dtype or None (fp32).
     """
 
-    replica, replicas, reads_data, scores, is_root = 0, 1, True, True, True
+    replica, replicas, reads_data, scores, is_root, distributed = 0, 1, True, True, True, False
 
     def __init__(self, net: AerisNet, diffusion: DiffusionConfig, *, w_lat_field: np.ndarray,
                  w_channel, device: torch.device, amp: torch.dtype | None = None):
@@ -200,33 +182,3 @@ class SerialEngine:
 
     def describe(self) -> str | None:
         return None
-
-    # ---- checkpoints: one .pt file (aeris.checkpoint.files) -----------------------------------
-    def save(self, out_dir, *, step, samples_seen, ema, config, meta, keep):
-        state = {"step": step, "samples_seen": samples_seen, "model": self.model.state_dict(),
-                 "ema": ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": {"torch": torch.get_rng_state()}, "config": config, "meta": meta}
-        path = save_checkpoint(checkpoint_path(out_dir, step), state)
-        rotate_checkpoints(out_dir, keep)
-        return path
-
-    def load(self, path, ema, meta):
-        path = Path(path)
-        # a SWiPe run's checkpoint (a directory of shards) resumes here too
-        state = (serial_state(path, self.model, self.optimizer) if path.is_dir()
-                 else load_checkpoint(path, map_location=self.device))
-        missing = [k for k in ("samples_seen", "ema", "optimizer", "rng") if k not in state]
-        if missing:
-            raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
-        check_meta(path, state.get("meta"), meta)
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
-        try:
-            ema.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path}: EMA or optimizer state does not fit this model: {e}") from e
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        return Resumed(int(state["step"]), int(state["samples_seen"]))

@@ -7,9 +7,11 @@ replicas, all micro-batches) and T = H*W tokens per sample::
 
 Gradients are SUMMED over the weight group (dp, wy, wx, sp at fixed pp): the sum over every rank
 of a stage of d loss_rank / d theta is d (serial mean loss) / d theta, whatever the layout.
-The global gradient norm sums norm^2 over the pp group after that reduction; the optimizer is
-``torch.distributed.optim.ZeroRedundancyOptimizer`` (AdamW, the decay groups of
-aeris.train.optim) sharded over the weight group.
+The stage's state is sharded over its weight group with FSDP2 (``fully_shard`` per block and
+on the stage, element-wise dim-0 shards): parameters are all-gathered for each forward and
+backward, gradients reduce-scattered with a SUM (divide factor 1) into the shards, AdamW (the
+decay groups of aeris.train.optim) and the EMA hold only this rank's shards. The global
+gradient norm sums the shards' norm^2 over the weight group and the pp group.
 
 Noise, sigma and t come from the sample keys (seed, step, position, dataset index) exactly as in
 the serial engine (aeris.diffusion.objective.batch_noise), so every rank of a sample agrees and
@@ -20,17 +22,14 @@ stage (inside `AerisStage.forward`).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 
-from aeris.checkpoint.files import check_meta
-from aeris.checkpoint.sharded import (dist_checkpoint_path, load_into_stage, read_checkpoint,
-                                      rotate_dist_checkpoints, save_distributed)
 from aeris.diffusion.config import DiffusionConfig
 from aeris.diffusion.noise import sample_sigmas
 from aeris.diffusion.objective import batch_noise, network_input
@@ -38,8 +37,9 @@ from aeris.diffusion.trigflow import sigma_to_t, trigflow_inputs, weighted_error
 from aeris.diffusion.weights import token_weights
 from aeris.distributed.inference import PipelineSampler
 from aeris.distributed.stage import MeshStage
+from aeris.model.init import materialise
 from aeris.model.network import AerisNet
-from aeris.train.engine import MicroBatch, Resumed
+from aeris.train.engine import MicroBatch
 from aeris.train.optim import param_groups
 from swipe.comm import KINDS, CommCounter, all_reduce_sum
 from swipe.mesh import SwipeMesh
@@ -51,25 +51,41 @@ class SwipeEngine:
     """A SWiPe stage (implements aeris.train.engine.Engine): ``train_step`` runs 1F1B over the
     micro-batches, reduces, clips and steps.
 
-    ``net`` is the WHOLE AerisNet, built identically on every rank (same seed); this rank keeps
-    its stage (`MeshStage.build`). ``w_lat_field`` (H, W) latitude weights, ``w_channel`` (C,)
+    ``net`` is the whole AerisNet: on the meta device (shapes only; this rank's stage is then
+    materialised on ``device`` and keyed-initialised from ``seed``), or with real weights,
+    the same on every rank. ``w_lat_field`` (H, W) latitude weights, ``w_channel`` (C,)
     variable weights. ``split``: explicit blocks per stage (default swipe.pipeline.stage_split).
+    ``amp``: autocast dtype (None = fp32); ``reduce_dtype``: dtype of the gradient
+    reduce-scatter (None = the parameters'); ``reshard_after_forward``: gather every block for
+    each forward and backward of every micro-batch (least memory) instead of once per step.
     """
 
     def __init__(self, net: AerisNet, mesh: SwipeMesh, diffusion: DiffusionConfig, *,
                  w_lat_field: np.ndarray, w_channel, split: Sequence[int] | None = None,
-                 counter: CommCounter | None = None, amp: torch.dtype | None = None):
+                 counter: CommCounter | None = None, amp: torch.dtype | None = None,
+                 device: torch.device | str | None = None, seed: int | None = None,
+                 reduce_dtype: torch.dtype | None = None, reshard_after_forward: bool = False):
         self.mesh, self.diffusion, self.amp = mesh, diffusion, amp
         self.counter = counter if counter is not None else CommCounter()
         self.stage = MeshStage.build(net, mesh, split, self.counter)
         self.model, self.ctx, self.layout = self.stage.model, self.stage.ctx, self.stage.layout
         self.plans, self.plan, self.executor = self.stage.plans, self.stage.plan, self.stage.executor
+        meta = next(self.model.parameters()).is_meta
+        if meta and (device is None or seed is None):
+            raise ValueError("a meta-device network needs the rank's device and the init seed")
+        self.reshard_after_forward = reshard_after_forward
+        self._shard(reduce_dtype)
+        if meta:  # sharded first, then allocated: a rank only ever holds its shards (+ one whole parameter)
+            materialise(self.model, device, seed)
         self.dtype, self.device = self.stage.dtype, self.stage.device
+        # activations between stages travel (and live) in the compute dtype
+        self.act_dtype = amp if amp is not None else self.dtype
         c, s = mesh.coords, mesh.shape
         self.replica, self.replicas = c.dp, s.dp
         self.reads_data = self.plan.is_first or self.plan.is_last
         self.scores = c.pp == 0          # stage 0 holds the sampler state and reads the data
         self.is_root = mesh.rank == 0
+        self.distributed = True
         self.token_ids = self.ctx.token_ids(0)
         self.w_token = torch.as_tensor(token_weights(w_lat_field, self.token_ids), dtype=self.dtype,
                                        device=self.device)
@@ -77,15 +93,58 @@ class SwipeEngine:
         self.optimizer = None
         self.outputs: list[torch.Tensor] = []   # last stage: F per micro-batch when keep_outputs
 
+    # ---- sharded state ---------------------------------------------------------------------------
+    def _shard(self, reduce_dtype: torch.dtype | None) -> None:
+        """FSDP2 over the weight group: one unit per block (so at most one block is gathered at
+        a time) and the stage's own parts (embedding, head) in the root unit."""
+        policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
+        units = [b for b in self.model.blocks if any(True for _ in b.parameters())]
+        for b in units:
+            fully_shard(b, mesh=self.mesh.weight_mesh, mp_policy=policy,
+                        reshard_after_forward=self.reshard_after_forward)
+        fully_shard(self.model, mesh=self.mesh.weight_mesh, mp_policy=policy,
+                    reshard_after_forward=self.reshard_after_forward)
+        for m in self.model.modules():
+            if isinstance(m, FSDPModule):
+                m.set_gradient_divide_factor(1.0)         # a SUM over the weight group
+                m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (any backend)
+        n = self.mesh.shape.world_size // self.mesh.shape.pp
+        elem = {p: p.element_size() for p in self.model.parameters()}
+        full = sum(p.numel() * elem[p] for p in self.model.parameters())
+        red = sum(p.numel() * (torch.finfo(reduce_dtype).bits // 8 if reduce_dtype else elem[p])
+                  for p in self.model.parameters())
+        # bytes this rank sends per all-gather / reduce-scatter of the whole stage (ring: (n-1)/n)
+        self._gather_bytes, self._scatter_bytes, self._n_weight = (n - 1) * full // n, (n - 1) * red // n, n
+
+    def _count_sharded_traffic(self, n_micro: int) -> None:
+        """Resharding after forward: every unit is gathered for each forward and again for each
+        backward and reduce-scattered after each backward. Otherwise once per step each."""
+        if self._n_weight > 1:
+            gathers, scatters = (2 * n_micro, n_micro) if self.reshard_after_forward else (1, 1)
+            self.counter.add("all_gather", self._gather_bytes * gathers, (self._n_weight - 1) * gathers)
+            self.counter.add("reduce_scatter", self._scatter_bytes * scatters, (self._n_weight - 1) * scatters)
+
+    def _before_backward(self, k: int, last: bool) -> None:
+        """Without resharding after forward the stage stays gathered and its gradients accumulate
+        unsharded until the step's last backward, which reduce-scatters them once."""
+        if not self.reshard_after_forward:
+            self.model.set_requires_gradient_sync(last)
+            self.model.set_reshard_after_backward(last)
+
+    def full_weights(self, source: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Whole tensors by name of this stage's parameters, or of ``source`` (e.g. the EMA
+        shards): a collective over the weight group."""
+        src = source if source is not None else {n: p.detach() for n, p in self.model.named_parameters()}
+        return {n: (t.full_tensor() if isinstance(t, DTensor) else t) for n, t in src.items()}
+
     # ---- optimizer ------------------------------------------------------------------------------
     def build_optimizer(self, *, lr: float, betas, eps: float, weight_decay: float):
-        """ZeroRedundancyOptimizer(AdamW) over the weight group, decay groups as the serial engine."""
+        """AdamW over this rank's parameter shards (element-sharded state), decay groups as the
+        serial engine."""
         groups = [{k: v for k, v in g.items() if k != "names"}
                   for g in param_groups(self.model, weight_decay, set(self.model.decay_parameter_names()))]
         groups = [g for g in groups if g["params"]]
-        self.optimizer = ZeroRedundancyOptimizer(
-            groups, optimizer_class=torch.optim.AdamW, process_group=self.mesh.weight_group,
-            lr=lr, betas=tuple(betas), eps=eps)
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
         return self.optimizer
 
     # ---- the stage's computation ----------------------------------------------------------------
@@ -99,8 +158,10 @@ class SwipeEngine:
         z, t = batch_noise(self.layout, self.ctx.rank, mb.keys, x0.shape[-1], self.diffusion, self.dtype)
         return trigflow_inputs(x0, z.to(self.device), t.to(self.device), self.diffusion.sigma_data)
 
-    def _forward_fn(self, mbs: Sequence[MicroBatch], normaliser: float | None, keep_outputs: bool):
-        plan, model, ctx = self.plan, self.model, self.ctx
+    def _forward_fn(self, mbs: Sequence[MicroBatch], normaliser: float | None, keep_outputs: bool,
+                    model: torch.nn.Module | None = None):
+        plan, ctx = self.plan, self.ctx
+        model = self.model if model is None else model
 
         def forward(k: int, x: torch.Tensor | None) -> torch.Tensor:
             mb = mbs[k]
@@ -113,7 +174,7 @@ class SwipeEngine:
                     x = network_input(x_scaled, torch.cat([mb.data["cond"], mb.data["forcing"]], -1).to(self.device))
                 out = model(x, self._t(mb.keys), ctx)
             if not plan.is_last:
-                return out.to(self.dtype)
+                return out.to(self.act_dtype)
             if keep_outputs:
                 self.outputs.append(out.detach())
             if normaliser is None:
@@ -139,7 +200,7 @@ class SwipeEngine:
         self.outputs = []
         self.model.train()
         losses = self.executor.train(len(mbs), self._forward_fn(mbs, normaliser, keep_outputs),
-                                     self._act_shape(mbs), self.dtype, self.device)
+                                     self._act_shape(mbs), self.act_dtype, self.device, self._before_backward)
         return float(sum(float(l) for l in losses))
 
     @torch.no_grad()
@@ -148,29 +209,20 @@ class SwipeEngine:
         (B, n_lw, tpp, C) per micro-batch, or the losses when ``normaliser`` is given."""
         self.outputs = []
         return self.executor.infer(len(mbs), self._forward_fn(mbs, normaliser, False),
-                                   self._act_shape(mbs), self.dtype, self.device)
+                                   self._act_shape(mbs), self.act_dtype, self.device)
 
     # ---- reductions -----------------------------------------------------------------------------
-    def reduce_gradients(self) -> None:
-        """Sum every parameter's gradient over the weight group (one flat all-reduce)."""
-        params = list(self.model.parameters())
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in params])
-        all_reduce_sum(flat, self.mesh.weight_group, self.counter)
-        off = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[off:off + n].view_as(p).clone()
-            off += n
-
     def grad_norm(self) -> float:
-        """Global L2 norm of the (reduced) gradients of ALL stages: norm^2 summed over the pp group."""
-        sq = torch.zeros((), dtype=torch.float64, device=self.device)
+        """Global L2 norm of the (reduced, sharded) gradients of ALL stages: the shards' norm^2
+        summed over the weight group, then over the pp group."""
+        sq = torch.zeros(1, dtype=torch.float64, device=self.device)
         for p in self.model.parameters():
             if p.grad is not None:
-                sq += p.grad.detach().double().square().sum()
+                g = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+                sq += g.detach().double().square().sum()
+        all_reduce_sum(sq, self.mesh.weight_group, self.counter)
         if self.mesh.shape.pp > 1:
-            dist.all_reduce(sq, group=self.mesh.pp_group)
+            all_reduce_sum(sq, self.mesh.pp_group, self.counter)
         return float(sq.sqrt())
 
     def clip_gradients(self, max_norm: float) -> float:
@@ -188,22 +240,22 @@ class SwipeEngine:
     def global_sum(self, value: float) -> float:
         """Sum of a per-rank number over the whole replica set (weight group, then pp group)."""
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, group=self.mesh.weight_group)
+        all_reduce_sum(t, self.mesh.weight_group, self.counter)
         if self.mesh.shape.pp > 1:
-            dist.all_reduce(t, group=self.mesh.pp_group)
+            all_reduce_sum(t, self.mesh.pp_group, self.counter)
         return float(t)
 
     # ---- the Engine interface -------------------------------------------------------------------
     def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
                    grad_clip: float, keep_outputs: bool = False) -> tuple[float, float]:
-        """zero_grad, 1F1B, weight-group reduction, global clip, ZeRO AdamW step.
-        Returns (global loss, global grad norm before clipping), equal on every rank."""
+        """zero_grad, 1F1B (gradients reduce-scattered into the shards), global clip, AdamW on
+        the shards. Returns (global loss, global grad norm before clipping), equal on every rank."""
         if self.optimizer is None:
             raise RuntimeError("call build_optimizer() before train_step()")
         self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         local = self.forward_backward(mbs, normaliser, keep_outputs)
-        self.reduce_gradients()
+        self._count_sharded_traffic(len(mbs))
         gnorm = self.clip_gradients(grad_clip)
         loss = self.global_sum(local)
         if not math.isfinite(loss) or not math.isfinite(gnorm):
@@ -214,12 +266,17 @@ class SwipeEngine:
         return loss, gnorm
 
     def eval_loss(self, mbs: Sequence[MicroBatch], normaliser: float) -> float:
-        losses = self.forward(mbs, normaliser=normaliser) if mbs else []
+        # on a plain copy of the stage: replicas may hold different numbers of micro-batches,
+        # and a sharded forward is a collective over the weight group, which spans them
+        stage = self.stage.with_weights(self.full_weights())
+        fwd = self._forward_fn(mbs, normaliser, False, model=stage.model)
+        with torch.no_grad():
+            losses = self.executor.infer(len(mbs), fwd, self._act_shape(mbs), self.act_dtype, self.device) if mbs else []
         return self.global_sum(sum(float(l) for l in losses))
 
     def sampler(self, dcfg: DiffusionConfig, weights: dict[str, torch.Tensor] | None = None) -> PipelineSampler:
-        stage = self.stage if weights is None else self.stage.with_weights(weights)
-        return PipelineSampler(stage, dcfg)
+        # a plain copy with whole weights, for the reason of eval_loss
+        return PipelineSampler(self.stage.with_weights(self.full_weights(weights)), dcfg)
 
     def all_sum(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -256,21 +313,3 @@ class SwipeEngine:
                 f"[swipe] per rank: {lay.n_local_windows} windows x {lay.tokens_per_piece} tokens = "
                 f"{lay.tokens_per_rank} tokens ({lay.tokens_per_rank / (lay.H * lay.W):.3%} of a sample)\n"
                 f"[swipe] {plans}")
-
-    # ---- checkpoints: a directory of shards keyed by global names (aeris.checkpoint.sharded) ---
-    def save(self, out_dir: Path, *, step, samples_seen, ema, config, meta, keep) -> Path:
-        path = save_distributed(dist_checkpoint_path(out_dir, step), model=self.model, ema=ema,
-                                optimizer=self.optimizer, mesh=self.mesh, step=step,
-                                samples_seen=samples_seen, config=config, meta=meta)
-        if self.is_root:
-            rotate_dist_checkpoints(out_dir, keep)
-        return path
-
-    def load(self, path: Path, ema, meta: dict) -> Resumed:
-        net = self.model
-        with torch.device("meta"):  # names and serial parameter order only
-            full = AerisNet(net.cfg, n_out=net.n_out, n_in=net.n_in, grid=net.grid)
-        ck = read_checkpoint(path, full)
-        check_meta(path, ck.get("meta"), meta)
-        load_into_stage(ck, model=self.model, ema=ema, optimizer=self.optimizer)
-        return Resumed(int(ck["step"]), int(ck["samples_seen"]))

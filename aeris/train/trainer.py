@@ -28,7 +28,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from aeris.atomic import atomic_write
-from aeris.checkpoint.sharded import latest_any_checkpoint, remove_all_checkpoints
+from aeris.checkpoint.training import (check_record, checkpoint_path, latest_checkpoint, load_checkpoint,
+                                       read_record, remove_all_checkpoints, rotate_checkpoints, save_checkpoint)
 from aeris.config import Config, dump_config, to_dict
 from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
@@ -36,6 +37,7 @@ from aeris.data.prepared import ensure_prepared
 from aeris.diffusion.weights import latitude_weight_field, variable_weights
 from aeris.forecast.ensemble import init_hours, member_keys
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
+from aeris.model.init import materialise
 from aeris.model.network import AerisNet
 from aeris.train.data_order import sample_keys, samples_for_step, split_for_replica
 from aeris.train.ema import EMA, ema_decay
@@ -60,10 +62,12 @@ _FIELDS = ("target", "cond", "forcing")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast when asked, or (auto) on a CUDA device that supports it; else fp32 (None)."""
+    """The compute dtype (autocast) of ``train.precision``: bf16 when asked, or (auto) on a CUDA
+    device that supports it and on Intel XPU; None (fp32) otherwise."""
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if precision == "auto" and ((device.type == "cuda" and torch.cuda.is_bf16_supported())
+                                or device.type == "xpu"):
         return torch.bfloat16
     return None
 
@@ -103,17 +107,23 @@ class StepResult:
 
 def build_engine(cfg: Config, spec: DataSpec, device: torch.device) -> Engine:
     """The engine of this rank: serial for a one-rank mesh, SWiPe otherwise (the default process
-    group must then hold the mesh's ranks). Every rank builds the same seeded network."""
+    group must then hold the mesh's ranks). The network is declared on the meta device and only
+    this rank's part of it is materialised on ``device``, every parameter initialised from a
+    generator keyed by its global name and the run seed: the same weights in every layout."""
     tc, sw = cfg.train, cfg.swipe
-    torch.manual_seed(tc.seed)  # the same initial weights in every layout
-    net = AerisNet.for_data(cfg.model, len(spec.channels), spec.n_forcing, spec.grid).to(device)
+    with torch.device("meta"):
+        net = AerisNet.for_data(cfg.model, len(spec.channels), spec.n_forcing, spec.grid)
     w_lat = latitude_weight_field(spec.latitudes, spec.grid[1], cfg.diffusion.lat_weight_epsilon)
     w_var = variable_weights(spec.channels, cfg.diffusion.surface_weights, cfg.diffusion.level_weight_total)
     amp = autocast_dtype(tc.precision, device)
     if sw.world_size > 1:
         mesh = SwipeMesh.build(sw.dp, sw.pp, sw.wy, sw.wx, sw.sp, device_type=device.type)
-        engine = SwipeEngine(net, mesh, cfg.diffusion, w_lat_field=w_lat, w_channel=w_var, amp=amp)
+        engine = SwipeEngine(net, mesh, cfg.diffusion, w_lat_field=w_lat, w_channel=w_var, amp=amp,
+                             device=device, seed=tc.seed,
+                             reduce_dtype=torch.bfloat16 if tc.reduce_dtype == "bf16" else None,
+                             reshard_after_forward=tc.reshard_after_forward)
     else:
+        net = materialise(net, device, tc.seed)
         engine = SerialEngine(net, cfg.diffusion, w_lat_field=w_lat, w_channel=w_var, device=device, amp=amp)
     engine.build_optimizer(lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
     return engine
@@ -167,7 +177,7 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0
         if resume:
-            path = e.broadcast(latest_any_checkpoint(self.out_dir) if e.is_root else None)
+            path = e.broadcast(latest_checkpoint(self.out_dir) if e.is_root else None)
             if path is not None:
                 self.load(path)
         self.logger = MetricsLogger(self.out_dir, resume_step=self.step if self.step else None,
@@ -271,16 +281,25 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
-        return self.engine.save(self.out_dir, step=self.step, samples_seen=self.samples_seen, ema=self.ema,
-                                config=json.dumps(to_dict(self.cfg)), meta=self.spec.meta,
-                                keep=self.cfg.train.keep_checkpoints)
+        """The checkpoint of this step (collective on a mesh); the newest ``keep_checkpoints`` stay."""
+        e, sw = self.engine, self.cfg.swipe
+        record = {"step": self.step, "samples_seen": self.samples_seen, "config": json.dumps(to_dict(self.cfg)),
+                  "meta": self.spec.meta, "mesh": [sw.dp, sw.pp, sw.wy, sw.wx, sw.sp]}
+        path = save_checkpoint(checkpoint_path(self.out_dir, self.step), model=e.model, optimizer=e.optimizer,
+                               ema=self.ema, record=record, distributed=e.distributed)
+        if e.is_root:
+            rotate_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
+        return path
 
     def load(self, path) -> None:
-        """Continue from checkpoint ``path`` (either kind, written under any mesh)."""
-        r = self.engine.load(Path(path), self.ema, self.spec.meta)
+        """Continue from checkpoint ``path``, written by any mesh or by one process."""
+        e = self.engine
+        rec = read_record(path)
+        check_record(path, rec["meta"], self.spec.meta)
+        load_checkpoint(path, model=e.model, optimizer=e.optimizer, ema=self.ema, distributed=e.distributed)
         # the half-life is in samples: a resume with another batch size or mesh needs this run's decay
         self.ema.decay = ema_decay(self.global_batch, self.cfg.train.ema_halflife_samples)
-        self.step, self.samples_seen = r.step, r.samples_seen
+        self.step, self.samples_seen = int(rec["step"]), int(rec["samples_seen"])
         if self.engine.is_root:
             log.info("%sresumed from %s at step %d", self._tag, path, self.step)
 

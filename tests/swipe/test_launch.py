@@ -196,3 +196,14 @@ def test_torchrun_two_ranks(tmp_path):
     for r, o in enumerate(res):
         assert (o["rank"], o["world"], o["local"], o["launcher"], o["backend"], o["sum"]) == \
             (r, 2, r, "torchrun", "gloo", 3.0)
+
+
+# ---- rendezvous address -----------------------------------------------------------------------
+def test_rendezvous_address_order():
+    from swipe.launch import interface_address, rendezvous_address
+    assert rendezvous_address({"MASTER_ADDR": "10.1.2.3", "SWIPE_NET_INTERFACE": "lo"}) == "10.1.2.3"
+    assert rendezvous_address({"SWIPE_NET_INTERFACE": "lo"}) == "127.0.0.1" == interface_address("lo")
+    import socket
+    assert rendezvous_address({}) == socket.gethostname()
+    with pytest.raises(LaunchError, match="network interface 'nosuch0' not found"):
+        rendezvous_address({"SWIPE_NET_INTERFACE": "nosuch0"})

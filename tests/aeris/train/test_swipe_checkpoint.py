@@ -1,11 +1,11 @@
-"""Distributed checkpoints reshard: pp 2 x wy 2 x sp 2 -> pp 1 x sp 4 -> the serial optimizer.
+"""Checkpoints reshard: pp 2 x wy 2 x sp 2 -> pp 1 x sp 4 -> the serial optimizer (one format).
 
 Run A (8 ranks, pp 2 x wy 2 x sp 2) takes step 0, saves, and takes step 1. Run B (4 ranks,
 pp 1 x sp 4) loads A's checkpoint and takes step 1: its parameters and EMA must equal A's (the
-AdamW moments moved across a different ZeRO partition and a different stage split; without
-them step 1 would differ). B then saves and takes step 2; the serial model + AdamW + EMA loaded
-from B's checkpoint through ``serial_state`` (the serial Trainer's format) take step 2 and must
-land on B's parameters and EMA. Float64, tiny model, the micro-batches fed directly.
+AdamW moments moved across other element shards and another stage split; without them step 1
+would differ). B then saves and takes step 2; the serial model + AdamW + EMA loaded from B's
+checkpoint (the same format, read in one process) take step 2 and must land on B's parameters
+and EMA. Float64, tiny model, the micro-batches fed directly.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _mbs(eng, data, step):
 
 
 def _run(rank, world, mesh_sizes, state, steps, load_from, save_to, save_after):
-    from aeris.checkpoint.sharded import load_into_stage, read_checkpoint, save_distributed
+    from aeris.checkpoint.training import load_checkpoint, save_checkpoint
     from aeris.train.swipe_engine import SwipeEngine
     from swipe.mesh import SwipeMesh
 
@@ -52,15 +52,15 @@ def _run(rank, world, mesh_sizes, state, steps, load_from, save_to, save_after):
     eng.build_optimizer(lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     ema = EMA(eng.model, EMA_DECAY)
     if load_from is not None:
-        load_into_stage(read_checkpoint(load_from), model=eng.model, ema=ema, optimizer=eng.optimizer)
+        load_checkpoint(load_from, model=eng.model, ema=ema, optimizer=eng.optimizer, distributed=True)
     for step in steps:
         eng.train_step(_mbs(eng, data, step), float(H * W * 2), lr=LR, grad_clip=0.0)
         ema.update(eng.model)
         if step == save_after:
-            save_distributed(save_to, model=eng.model, ema=ema, optimizer=eng.optimizer, mesh=mesh,
-                             step=step + 1, samples_seen=2 * (step + 1), config="", meta={})
-    return {"params": {n: p.detach().clone() for n, p in eng.model.named_parameters()},
-            "ema": {n: t.clone() for n, t in ema.shadow.items()}}
+            save_checkpoint(save_to, model=eng.model, ema=ema, optimizer=eng.optimizer, distributed=True,
+                            record={"step": step + 1, "samples_seen": 2 * (step + 1), "config": "", "meta": {}})
+    # the state is sharded over the weight group: whole tensors to compare
+    return {"params": eng.full_weights(), "ema": eng.full_weights(ema.shadow)}
 
 
 def merged(results, key):
@@ -70,38 +70,50 @@ def merged(results, key):
     return out
 
 
+def _saved_tensors(path: Path) -> dict[str, set[str]]:
+    """Parameter names per part ("model", "ema", "optim") in a checkpoint's DCP metadata."""
+    import torch.distributed.checkpoint as dcp
+    keys = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    out: dict[str, set[str]] = {"model": set(), "ema": set(), "optim": set()}
+    for k in keys:
+        part, _, rest = k.partition(".")
+        if part == "optim" and rest.startswith("state."):
+            rest = rest[len("state."):].rsplit(".", 1)[0]  # state.<name>.exp_avg -> <name>
+        elif part == "optim":
+            continue
+        out[part].add(rest)
+    return out
+
+
 def test_reshard_round_trip(tmp_path: Path):
+    from aeris.checkpoint.training import load_checkpoint, read_record
     from aeris.diffusion.objective import diffusion_loss
-    from aeris.checkpoint.sharded import read_checkpoint, serial_state
     from swipe.context import SerialContext
     from swipe.layout import WindowLayout
 
     cfg = model_cfg()
     state = make_state(cfg)
-    ck_a, ck_b = tmp_path / "a" / "step_00000001.dist", tmp_path / "b" / "step_00000002.dist"
+    ck_a, ck_b = tmp_path / "a" / "step_00000001", tmp_path / "b" / "step_00000002"
     # A: pp 2 x wy 2 x sp 2, steps 0 and 1, checkpoint after step 0
     a = run_distributed(_run, 8, args=((1, 2, 2, 1, 2), state, [0, 1], None, ck_a, 0), timeout=240)
     assert ck_a.is_dir() and not ck_a.with_name(ck_a.name + ".tmp").exists()
-    ck = read_checkpoint(ck_a)
-    assert ck["step"] == 1 and set(ck["model"]) == set(state) and set(ck["optim"]) == set(state)
+    assert read_record(ck_a)["step"] == 1
+    assert _saved_tensors(ck_a) == {"model": set(state), "ema": set(state), "optim": set(state)}
     # B: pp 1 x sp 4 resumes A's checkpoint, steps 1 and 2, checkpoint after step 1
     b = run_distributed(_run, 4, args=((1, 1, 1, 1, 4), state, [1, 2], ck_a, ck_b, 1), timeout=240)
     a1_params, a1_ema = merged(a, "params"), merged(a, "ema")
-    ck = read_checkpoint(ck_b)
-    assert ck["step"] == 2 and ck["samples_seen"] == 4
-    for n in state:   # B's step 1 (other mesh, other ZeRO partition) == A's step 1
-        assert_close(ck["model"][n], a1_params[n], f"param {n} after the resharded step 1", rtol=1e-9)
-        assert_close(ck["ema"][n], a1_ema[n], f"EMA {n} after the resharded step 1", rtol=1e-6)
+    rec = read_record(ck_b)
+    assert rec["step"] == 2 and rec["samples_seen"] == 4
     # serial: model + AdamW (build_optimizer) + EMA from B's checkpoint, as Trainer.load does
     net = AerisNet(cfg, n_out=C, n_in=N_IN, grid=(H, W)).double()
     opt = build_optimizer(net, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                           decay_names=set(net.decay_parameter_names()))
-    st = serial_state(ck_b, net, opt)
-    assert st["step"] == 2 and st["samples_seen"] == 4
-    net.load_state_dict(st["model"])
-    opt.load_state_dict(st["optimizer"])
     ema = EMA(net, 0.0)
-    ema.load_state_dict(st["ema"])
+    rec = load_checkpoint(ck_b, model=net, optimizer=opt, ema=ema, distributed=False)
+    assert rec["step"] == 2 and rec["samples_seen"] == 4
+    for n, p in net.named_parameters():   # B's step 1 (other mesh, other shards) == A's step 1
+        assert_close(p.detach(), a1_params[n], f"param {n} after the resharded step 1", rtol=1e-9)
+        assert_close(ema.shadow[n].double(), a1_ema[n].double(), f"EMA {n} after the resharded step 1", rtol=1e-6)
     assert ema.decay == EMA_DECAY
     data = make_data()
     ctx = SerialContext(WindowLayout(H, W, *cfg.window))
@@ -120,11 +132,10 @@ def test_reshard_round_trip(tmp_path: Path):
 
 
 def test_incomplete_checkpoint_is_rejected(tmp_path: Path):
-    from aeris.checkpoint.files import CheckpointError
-    from aeris.checkpoint.sharded import latest_any_checkpoint, read_checkpoint
+    from aeris.checkpoint.training import CheckpointError, latest_checkpoint, read_record
 
-    d = tmp_path / "checkpoints" / "step_00000003.dist"
+    d = tmp_path / "checkpoints" / "step_00000003"
     d.mkdir(parents=True)
-    with pytest.raises(CheckpointError, match="no meta.pt"):
-        read_checkpoint(d)
-    assert latest_any_checkpoint(tmp_path) is None   # a directory without meta.pt is not a checkpoint
+    with pytest.raises(CheckpointError, match="no run.json"):
+        read_record(d)
+    assert latest_checkpoint(tmp_path) is None   # a directory without its record is not a checkpoint

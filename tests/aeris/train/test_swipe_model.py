@@ -95,8 +95,9 @@ def _swipe_step(rank, world, mesh_sizes, cfg, state, data, per_mb, grad_clip, sp
     loss, gnorm = eng.train_step(mbs, normaliser, lr=LR, grad_clip=grad_clip, keep_outputs=True)
     return {"coords": tuple(mesh.coords), "window_rank": mesh.window_rank, "samples": mine,
             "loss": loss, "gnorm": gnorm, "outputs": [o.clone() for o in eng.outputs],
-            "grads": {n: p.grad.clone() for n, p in eng.model.named_parameters()},
-            "params": {n: p.detach().clone() for n, p in eng.model.named_parameters()},
+            # the stage's state is sharded over its weight group: compare whole tensors
+            "grads": eng.full_weights({n: p.grad for n, p in eng.model.named_parameters()}),
+            "params": eng.full_weights(),
             "bytes": counter.snapshot()}
 
 

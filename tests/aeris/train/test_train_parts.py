@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ from torch import nn
 from aeris.config import load_config
 from aeris.model.network import AerisNet
 from aeris.train.config import TrainConfig
-from aeris.checkpoint.files import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints,
-                                    load_checkpoint, rotate_checkpoints, save_checkpoint)
+from aeris.checkpoint.training import (FORMAT, CheckpointError, check_record, checkpoint_path, latest_checkpoint,
+                                       list_checkpoints, load_checkpoint, read_record, rotate_checkpoints,
+                                       save_checkpoint)
 from aeris.train.data_order import epoch_permutation, samples_for_step
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.metrics_log import MetricsLogger, read_metrics
@@ -220,98 +222,123 @@ def test_data_order_rejects_an_empty_split():
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
-def _state(step=3):
-    g = torch.Generator().manual_seed(step)
-    return {"step": step, "samples_seen": 4 * step,
-            "model": {"w": torch.randn(4, 5, generator=g), "b": torch.randn(5, generator=g)},
-            "meta": {"channels": ["t2m", "z500"]}}
+def _trained(seed=0, steps=1):
+    """A small model, its AdamW after `steps` steps and its EMA."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ema = EMA(model, 0.9)
+    for _ in range(steps):
+        model(torch.randn(5, 4)).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(model)
+    return model, opt, ema
+
+
+def _record(step=3):
+    return {"step": step, "samples_seen": 4 * step, "config": "{}", "meta": {"channels": ["t2m", "z500"]}}
+
+
+def _save(tmp_path, step=3, seed=0):
+    model, opt, ema = _trained(seed)
+    return save_checkpoint(checkpoint_path(tmp_path, step), model=model, optimizer=opt, ema=ema,
+                           record=_record(step), distributed=False), (model, opt, ema)
 
 
 def test_checkpoint_round_trip_is_atomic(tmp_path):
-    path = checkpoint_path(tmp_path, 3)
-    assert path.name == "step_00000003.pt" and path.parent.name == "checkpoints"
-    state = _state()
-    save_checkpoint(path, state)
-    assert sorted(os.listdir(path.parent)) == ["step_00000003.pt"]  # no .tmp left
-    back = load_checkpoint(path)
-    assert back["format"] == 1 and back["step"] == 3 and back["meta"] == state["meta"]
-    for k in state["model"]:
-        assert torch.equal(back["model"][k], state["model"][k])
+    path, (model, opt, ema) = _save(tmp_path)
+    assert path.name == "step_00000003" and path.parent.name == "checkpoints"
+    assert sorted(os.listdir(path.parent)) == ["step_00000003"]  # no .tmp left
+    m2, o2, e2 = _trained(seed=7, steps=2)  # other values everywhere
+    rec = load_checkpoint(path, model=m2, optimizer=o2, ema=e2, distributed=False)
+    assert rec["format"] == FORMAT and rec["step"] == 3 and rec["meta"] == _record()["meta"]
+    for (n, p), q in zip(model.named_parameters(), m2.parameters()):
+        assert torch.equal(p, q), n
+    for n in ema.shadow:
+        assert torch.equal(ema.shadow[n], e2.shadow[n]), n
+    assert e2.decay == ema.decay
+    sa, sb = opt.state_dict()["state"], o2.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        for name, v in sa[k].items():
+            assert torch.equal(v, sb[k][name]), (k, name)
 
 
 def test_failed_save_keeps_the_old_checkpoint_and_no_tmp(tmp_path, monkeypatch):
-    path = checkpoint_path(tmp_path, 3)
-    save_checkpoint(path, _state(3))
-    good = path.read_bytes()
+    import aeris.checkpoint.training as ckt
+    path, _ = _save(tmp_path, 3)
+    good = {p.name: p.read_bytes() for p in path.iterdir()}
 
-    def broken_save(obj, f, *a, **k):
-        f.write(b"partial")
+    def broken_save(state, checkpoint_id, **kw):
+        (Path(checkpoint_id) / "__0_0.distcp").write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(ckt.dcp, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, _state(4))
-    assert path.read_bytes() == good
-    assert sorted(os.listdir(path.parent)) == ["step_00000003.pt"]
+        _save(tmp_path, 4)
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path, 3)  # over the existing one: it stays as it was
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == good
+    assert sorted(os.listdir(path.parent)) == ["step_00000003"]
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    path = save_checkpoint(tmp_path / "c.pt", _state())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
-        load_checkpoint(path)
-    path.write_bytes(b"")
+    path, _ = _save(tmp_path)
+    shard = sorted(path.glob("*.distcp"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    m, o, e = _trained()
     with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(path)
+        load_checkpoint(path, model=m, optimizer=o, ema=e, distributed=False)
+    (path / "run.json").write_text("")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        read_record(path)
 
 
 def test_wrong_format_and_missing_keys(tmp_path):
-    p = tmp_path / "x.pt"
-    torch.save({"step": 1, "model": {}}, p)  # no format tag
-    with pytest.raises(CheckpointError, match="unknown format None"):
-        load_checkpoint(p)
-    torch.save({"format": 99, "step": 1, "model": {}}, p)
-    with pytest.raises(CheckpointError, match="unknown format 99"):
-        load_checkpoint(p)
-    torch.save([torch.zeros(2)], p)
-    with pytest.raises(CheckpointError, match="unknown format"):
-        load_checkpoint(p)
-    torch.save({"format": 1, "step": 1}, p)
-    with pytest.raises(CheckpointError, match="lacks 'model'"):
-        load_checkpoint(p)
+    path, _ = _save(tmp_path)
+    rec = path / "run.json"
+    good = json.loads(rec.read_text())
+    rec.write_text(json.dumps({k: v for k, v in good.items() if k != "format"}))
+    with pytest.raises(CheckpointError, match="unknown checkpoint format None"):
+        read_record(path)
+    rec.write_text(json.dumps({**good, "format": "aeris-dcp/99"}))
+    with pytest.raises(CheckpointError, match="unknown checkpoint format 'aeris-dcp/99'"):
+        read_record(path)
+    rec.write_text(json.dumps([1, 2]))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        read_record(path)
+    rec.write_text(json.dumps({k: v for k, v in good.items() if k != "step"}))
+    with pytest.raises(CheckpointError, match=r"lacks \['step'\]"):
+        read_record(path)
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "missing.pt")
+        read_record(tmp_path / "missing")
+    other = path.with_name("step_00000009")
+    other.mkdir()
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        read_record(other)
+    assert list_checkpoints(tmp_path) == [path]  # the incomplete one is not listed
 
 
-class _Payload:
-    """An object whose unpickling would run code: weights_only loading must refuse it."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def test_checkpoints_load_weights_only(tmp_path):
-    marker = tmp_path / "pwned"
-    p = tmp_path / "evil.pt"
-    torch.save({"format": 1, "step": 1, "model": {}, "extra": _Payload(marker)}, p)
-    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
-        load_checkpoint(p)
-    assert not marker.exists()
+def test_checkpoint_data_record_must_match_the_run():
+    exp = {"channels": ["t2m", "z500"], "grid": [8, 16], "n_forcing": 4}
+    check_record("c", dict(exp), exp)
+    with pytest.raises(CheckpointError, match=r"trained on channels \['t2m'\]"):
+        check_record("c", {**exp, "channels": ["t2m"]}, exp)
+    with pytest.raises(CheckpointError, match=r"grid: checkpoint \[16, 32\], this run \[8, 16\]; n_forcing"):
+        check_record("c", {**exp, "grid": [16, 32], "n_forcing": 2}, exp)
 
 
 def test_rotation_keeps_the_newest(tmp_path):
     for s in (1, 2, 5, 10, 120):
-        save_checkpoint(checkpoint_path(tmp_path, s), _state(s))
+        _save(tmp_path, s)
     (tmp_path / "checkpoints" / "notes.txt").write_text("keep me")
-    assert latest_checkpoint(tmp_path).name == "step_00000120.pt"
+    assert latest_checkpoint(tmp_path).name == "step_00000120"
     rotate_checkpoints(tmp_path, 0)  # keep <= 0 keeps all
     assert len(list_checkpoints(tmp_path)) == 5
     rotate_checkpoints(tmp_path, 2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000010.pt", "step_00000120.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000010", "step_00000120"]
     assert (tmp_path / "checkpoints" / "notes.txt").exists()
     assert latest_checkpoint(tmp_path / "empty") is None
 

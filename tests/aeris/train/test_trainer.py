@@ -16,7 +16,8 @@ from aeris.cli import main as aeris_main
 from aeris.config import load_config
 from aeris.data.prepared import prepare
 from aeris.data.stats import compute_and_save_stats
-from aeris.checkpoint.files import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from aeris.checkpoint.training import CheckpointError, latest_checkpoint, list_checkpoints, read_record
+from aeris.checkpoint.weights import read_weights
 from aeris.train.metrics_log import read_metrics
 from aeris.train.trainer import Trainer
 from tests.support.stores import make_dataset
@@ -80,7 +81,7 @@ def test_resume_is_bit_exact(store, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg_b, resume=False).run()
     assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3]
-    assert latest_checkpoint(tmp_path / "b").name == "step_00000002.pt"
+    assert latest_checkpoint(tmp_path / "b").name == "step_00000002"
     monkeypatch.setattr(Trainer, "train_step", real_step)
 
     torch.manual_seed(1234)  # the resumed process starts with another global RNG state
@@ -107,9 +108,11 @@ def test_resume_is_bit_exact(store, tmp_path, monkeypatch):
     assert _deterministic(log_a) == _deterministic(log_b)
     assert {"val_loss", "ens_rmse_ens_mean", "ens_crps_fair"} <= set(log_a[1]) and "val_loss" not in log_a[0]
     # the checkpoints of the final step agree too
-    ca = load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000004.pt")
-    cb = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000004.pt")
-    assert ca["step"] == cb["step"] == 4 and ca["samples_seen"] == cb["samples_seen"] == 8
+    ra = read_record(tmp_path / "a" / "checkpoints" / "step_00000004")
+    rb = read_record(tmp_path / "b" / "checkpoints" / "step_00000004")
+    assert ra["step"] == rb["step"] == 4 and ra["samples_seen"] == rb["samples_seen"] == 8
+    ca = read_weights(tmp_path / "a" / "checkpoints" / "step_00000004")
+    cb = read_weights(tmp_path / "b" / "checkpoints" / "step_00000004")
     for k, v in ca["model"].items():
         assert torch.equal(v, cb["model"][k]), k
 
@@ -123,8 +126,8 @@ def test_fresh_run_in_a_used_directory_replaces_the_old_checkpoints(store, tmp_p
     with pytest.warns(UserWarning, match="removing 3 checkpoint"):
         Trainer(_cfg(root, tmp_path, "train.steps=2", "train.seed=5", *common), resume=False).run()
     # only the new run's checkpoints remain: a later resume must not pick the old step 3
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt", "step_00000002.pt"]
-    assert json.loads(load_checkpoint(latest_checkpoint(tmp_path))["config"])["train"]["seed"] == 5
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001", "step_00000002"]
+    assert json.loads(read_record(latest_checkpoint(tmp_path))["config"])["train"]["seed"] == 5
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
 
 
@@ -135,29 +138,37 @@ def test_checkpoint_that_does_not_fit_the_run(store, tmp_path):
             "train.ckpt_every=0", "train.log_every=0"]
     Trainer(_cfg(root, tmp_path, *args), resume=False).run()
     # 0 = only at the end, for both checkpoints and log lines
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002"]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2]
     path = latest_checkpoint(tmp_path)
-    good = path.read_bytes()
+    record = path / "run.json"
+    good = record.read_text()
 
-    state = load_checkpoint(path)
-    del state["optimizer"]
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"not a training checkpoint: it lacks \['optimizer'\]"):
+    state = json.loads(good)
+    del state["samples_seen"]
+    record.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"not a training checkpoint: it lacks \['samples_seen'\]"):
         Trainer(_cfg(root, tmp_path, *args), resume=True)
 
-    path.write_bytes(good)
-    state = load_checkpoint(path)
+    state = json.loads(good)
     state["meta"]["channels"] = ["t2m", "msl"]
-    torch.save(state, path)
+    record.write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match=r"trained on channels \['t2m', 'msl'\]"):
         Trainer(_cfg(root, tmp_path, *args), resume=True)
 
-    path.write_bytes(good)
+    state = json.loads(good)
+    state["format"] = "aeris-dcp/99"
+    record.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"unknown checkpoint format 'aeris-dcp/99'"):
+        Trainer(_cfg(root, tmp_path, *args), resume=True)
+
+    record.write_text(good)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         Trainer(_cfg(root, tmp_path, *args, "model.dim=16", "model.mlp_hidden=32"), resume=True)
 
-    path.write_bytes(good[: len(good) // 3])
+    shard = sorted(path.glob("*.distcp"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="corrupt"):
         Trainer(_cfg(root, tmp_path, *args), resume=True)
     assert Trainer(_cfg(root, tmp_path, *args), resume=False).step == 0  # no resume: not read
@@ -280,7 +291,7 @@ def test_aeris_train_cli(store, tmp_path, capsys):
     assert last["step"] == 2 and math.isfinite(last["val_loss"])
     assert "persistence" in out and "ensemble mean" in out
     run = tmp_path / "run"
-    assert [p.name for p in list_checkpoints(run)] == ["step_00000001.pt", "step_00000002.pt"]
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000001", "step_00000002"]
     recs = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2] and recs[-1]["loss"] == last["loss"]
     assert load_config(str(run / "config.yaml")).train.steps == 2
@@ -291,15 +302,18 @@ def test_aeris_train_cli(store, tmp_path, capsys):
 
 
 # ---- review fixes -------------------------------------------------------------------------------
-def test_fresh_run_also_removes_an_earlier_swipe_checkpoint(store, tmp_path):
+def test_fresh_run_also_removes_an_earlier_run_and_an_unfinished_save(store, tmp_path):
     root, _ = store
-    old = tmp_path / "checkpoints" / "step_00000100.dist"
+    old = tmp_path / "checkpoints" / "step_00000100"
     old.mkdir(parents=True)
-    torch.save({"format": 1}, old / "meta.pt")
+    (old / "run.json").write_text(json.dumps({"format": "aeris-dcp/1"}))
+    unfinished = tmp_path / "checkpoints" / "step_00000200.tmp"
+    unfinished.mkdir()
     with pytest.warns(UserWarning, match="removing 1 checkpoint"):
         Trainer(_cfg(root, tmp_path, "train.steps=1", "train.grad_accum=1", "train.val_every=0"),
                 resume=False).run()
-    assert not old.exists() and [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+    assert not old.exists() and not unfinished.exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001"]
 
 
 def test_resume_with_another_batch_keeps_the_half_life_in_samples(store, tmp_path):

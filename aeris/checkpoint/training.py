@@ -1,0 +1,224 @@
+"""Training checkpoints: one format for one process and every SWiPe mesh, on
+`torch.distributed.checkpoint` (DCP).
+
+A checkpoint is a directory ``<out_dir>/checkpoints/step_XXXXXXXX/``::
+
+    .metadata, __R_0.distcp ...   DCP: {"model": {name: t}, "ema": {name: t}, "optim": {...}}
+    run.json                      {"format", "step", "samples_seen", "config", "meta",
+                                   "ema_decay", "mesh"}  (written last)
+
+Tensors are keyed by GLOBAL parameter names (``blocks.3.attn.qkv.weight``; the optimizer state
+flattened per name), so DCP's planner reshards on load: each rank writes its own shards (a
+sharded stage writes only its element shards) and reads only the pieces its new layout holds,
+whatever mesh wrote them, serial runs included (docs/checkpoints.md).
+
+Atomic: everything is written into ``step_XXXXXXXX.tmp/``; rank 0 adds run.json and renames
+the directory, so a crash never leaves a half checkpoint under the real name (a ``.tmp`` is
+never read and the next save or a fresh start removes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from aeris.atomic import atomic_write
+
+__all__ = ["FORMAT", "CheckpointError", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+           "rotate_checkpoints", "remove_all_checkpoints", "read_record", "check_record",
+           "save_checkpoint", "load_checkpoint", "load_tensors"]
+
+FORMAT = "aeris-dcp/1"
+RECORD = "run.json"
+_NAME = re.compile(r"^step_(\d{8})$")
+_REQUIRED = ("format", "step", "samples_seen", "config", "meta", "ema_decay")
+_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not match the run."""
+
+
+# ---- paths ---------------------------------------------------------------------------------------
+def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:
+    return Path(out_dir) / "checkpoints" / f"step_{step:08d}"
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run directory (those with their record), oldest first."""
+    d = Path(out_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _NAME.match(p.name) and (p / RECORD).is_file())
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def rotate_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints (``keep <= 0`` keeps all); nothing else is touched."""
+    if keep <= 0:
+        return
+    for p in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def remove_all_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete every checkpoint of a run directory, unfinished ones included; returns the
+    complete ones that were removed."""
+    found = list_checkpoints(out_dir)
+    d = Path(out_dir) / "checkpoints"
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.is_dir() and (_NAME.match(p.name) or p.name.endswith(".tmp")):
+                shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
+# ---- the record ----------------------------------------------------------------------------------
+def read_record(path: str | os.PathLike) -> dict:
+    """The run record of a checkpoint, checked: CheckpointError when it is missing, not JSON,
+    of an unknown format version or lacking fields."""
+    path = Path(path)
+    rp = path / RECORD
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not rp.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint: it has no {RECORD}")
+    try:
+        rec = json.loads(rp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{rp} is corrupt: {e}") from e
+    if not isinstance(rec, dict):
+        raise CheckpointError(f"{rp} is corrupt: not a mapping")
+    if rec.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {rec.get('format')!r}; this version "
+                              f"reads {FORMAT!r}")
+    missing = [k for k in _REQUIRED if k not in rec]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
+    return rec
+
+
+def check_record(path, found: dict, expected: dict) -> None:
+    """A checkpoint's data record (``meta``: channels, grid, forcing inputs) against this
+    run's; CheckpointError naming every difference."""
+    diffs = [f"{k}: checkpoint {found[k]!r}, this run {expected[k]!r}"
+             for k in ("channels", "grid", "n_forcing") if k in found and k in expected
+             and list(_as_list(found[k])) != list(_as_list(expected[k]))]
+    if diffs and "channels" in diffs[0]:
+        raise CheckpointError(f"checkpoint {path} was trained on channels {found['channels']}, this run uses "
+                              f"{list(expected['channels'])}" + ("; " + "; ".join(diffs[1:]) if diffs[1:] else ""))
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} does not match this run's data: " + "; ".join(diffs))
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+# ---- save / load ---------------------------------------------------------------------------------
+def _state(model: torch.nn.Module, optimizer, ema) -> dict[str, Any]:
+    msd, osd = get_state_dict(model, optimizer, options=_OPTIONS)
+    return {"model": msd, "optim": osd, "ema": dict(ema.shadow)}
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, ema, record: dict,
+                    distributed: bool) -> Path:
+    """Write the checkpoint ``path`` (collective over the default group when ``distributed``;
+    one process otherwise). ``record``: step, samples_seen, config, meta (+ anything JSON)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    root = _rank() == 0 or not distributed
+    if root:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if distributed:
+        dist.barrier()
+    try:
+        with _one_process_quiet():
+            dcp.save(_state(model, optimizer, ema), checkpoint_id=str(tmp), no_dist=not distributed)
+    except BaseException:
+        if root:  # nothing half-written stays behind; the previous checkpoints are untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if distributed:
+        dist.barrier()
+    if root:
+        rec = {"format": FORMAT, **record, "ema_decay": float(ema.decay)}
+        text = json.dumps(rec)
+        atomic_write(tmp / RECORD, lambda t: t.write_text(text))
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    if distributed:
+        dist.barrier()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, ema,
+                    distributed: bool) -> dict:
+    """Load model, optimizer and EMA state in place from ``path`` (resharded to this rank's
+    layout); returns the record. The caller checks the record first (`read_record`)."""
+    path = Path(path)
+    rec = read_record(path)
+    state = _state(model, optimizer, ema)
+    load_tensors(path, state, distributed=distributed)
+    try:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=_OPTIONS)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
+    ema.decay = float(rec["ema_decay"])
+    return rec
+
+
+def load_tensors(path: Path, state: dict, *, distributed: bool) -> None:
+    """Fill the tensors of ``state`` in place from checkpoint ``path`` (DCP), with clear errors."""
+    try:
+        with _one_process_quiet():
+            dcp.load(state, checkpoint_id=str(path), no_dist=not distributed)
+    except (Exception, CheckpointException) as e:  # DCP wraps per-rank failures in a BaseException
+        text = str(e)
+        if "Missing key" in text or "Size mismatch" in text or "size mismatch" in text or "shape" in text:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {_first_line(text)}") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {_first_line(text)}") from e
+
+
+@contextlib.contextmanager
+def _one_process_quiet():
+    """DCP warns that it assumes one process even when told so (no_dist=True)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if any(w in ln for w in ("Missing key", "mismatch", "Error", "error")):
+            return ln[:400]
+    return (lines[0] if lines else text)[:400]
