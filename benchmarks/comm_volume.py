@@ -14,9 +14,9 @@ B = samples per micro-batch, m = micro-batches, t = tokens per rank, d = model w
 * all_to_all (Ulysses): per block, q, k, v and the output, forward and backward, each moving
   (sp-1)/sp of B t d b;
 * all_gather / reduce_scatter (FSDP2 over the weight group of n ranks, P the stage's
-  parameters): every unit is gathered for each forward and again for each backward,
-  2 m (n-1)/n P b, and its gradients reduce-scattered after each backward, m (n-1)/n P b
-  (these two are counted by the engine from that schedule, not intercepted on the wire);
+  parameters): the stage is gathered once per step, (n-1)/n P b, and its accumulated
+  gradients reduce-scattered once, (n-1)/n P b (2 m and m times that with
+  train.reshard_after_forward; counted by the engine from that schedule, not intercepted);
 * all_reduce: scalars only, the gradient norm^2 and the loss (float64) over the weight group
   and the pp group, 2 (n-1)/n 8 bytes per call.
 
@@ -89,8 +89,8 @@ def analytic(mesh, rank: int) -> dict[str, int]:
     n = dp * n_win
     scalar = 2 * (2 * (n - 1) * 8 // n + (2 * (pp - 1) * 8 // pp if pp > 1 else 0))
     return {"p2p": p2p, "all_to_all": a2a, "all_reduce": scalar,
-            "all_gather": 2 * M * ((n - 1) * n_params * BYTES // n),
-            "reduce_scatter": M * ((n - 1) * n_params * BYTES // n)}
+            "all_gather": (n - 1) * n_params * BYTES // n,       # once per step (default),
+            "reduce_scatter": (n - 1) * n_params * BYTES // n}   # see train.reshard_after_forward
 
 
 def _step(rank, world, mesh):

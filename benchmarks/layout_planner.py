@@ -56,21 +56,23 @@ def memory_bytes(m, P: int, P_max: int, P_block: int, L: int, t: int, n_weight: 
     P stage parameters (largest P_max, per block P_block), L blocks, t tokens per micro-batch,
     n_weight ranks sharing the stage's state, in_flight micro-batches held by 1F1B:
 
-    * build: the stage's shards (4 P / n) + one whole parameter while it is initialised;
+    * build: the stage's shards (4 P / n) + one whole parameter while it is initialised + the
+      allocator's slack, ~10 % of the shards (freed init temporaries it keeps);
     * state: fp32 shards of parameters, gradients, AdamW moments and EMA, 20 P / n;
     * FSDP units when n > 1: gathered once per step (the default), the whole stage's weights
       and their unsharded gradients, 8 P; resharded after forward, a block gathered (and the
       next prefetched) plus its unsharded gradient, 3 x 4 P_block;
-    * activations of one block's forward, per token: 10 d + 3 d_ffn values plus 2 x heads x
-      window attention weights per rank (heads / sp after Ulysses); its backward holds them and
-      their gradients, ~1.4x; with checkpointing only every block's input (d per token, for each
+    * activations of one block's forward, per token: the ~14 d + 4 d_ffn values autograd saves
+      (norms, modulations, q k v and their rotations, attention output, projections, the four
+      SwiGLU tensors) plus 2 x heads x window attention weights per rank (heads / sp after
+      Ulysses); its backward holds them and their gradients, ~1.4x; with checkpointing only every block's input (d per token, for each
       micro-batch in flight) is kept and one block is recomputed at a time;
     * the AdamW step: its moments plus one fp32 temporary per parameter (foreach).
     """
     d, ffn, heads = m.dim, m.ffn_dim, m.heads
     win = m.window[0] * m.window[1]
     B = micro_batch
-    fwd_block = B * t * (10 * d + 3 * ffn + 2 * heads * win // sp) * act_bytes
+    fwd_block = B * t * (14 * d + 4 * ffn + 2 * heads * win // sp) * act_bytes
     if m.checkpoint_blocks:
         act = in_flight * B * (L + 1) * t * d * act_bytes + 1.4 * fwd_block
     else:
@@ -80,7 +82,7 @@ def memory_bytes(m, P: int, P_max: int, P_block: int, L: int, t: int, n_weight: 
     shard = P / n_weight
     bwd = 12 * shard + units + act           # parameters, EMA, gradients + activations
     opt = 20 * shard + 4 * shard             # + AdamW moments and its temporaries
-    return {"build_peak": rt["build"] + 4 * shard + 4 * P_max,
+    return {"build_peak": rt["build"] + 1.1 * 4 * shard + 4 * P_max,
             "state": 20 * shard, "fsdp_units": units, "activations": act,
             "step_peak": rt["step"] + max(bwd, opt)}
 

@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from aeris.atomic import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+__all__ = ["FORMAT", "CheckpointError", "CheckpointCorrupt", "CheckpointMismatch", "PendingSave", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
            "rotate_checkpoints", "remove_all_checkpoints", "read_record", "check_record",
            "save_checkpoint", "load_checkpoint", "load_tensors"]
 
@@ -49,6 +49,20 @@ _OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not match the run."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """A checkpoint whose files are missing, truncated or unreadable (a resume falls back to an
+    older one)."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint of another model or data (a resume stops: it is the user's call)."""
+
+
+# the model fields that decide the weights' shapes and meaning
+MODEL_FIELDS = ("dim", "depth", "heads", "mlp_hidden", "window", "adaln_hidden", "rope", "shift_every",
+                "norm_order")
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -96,35 +110,43 @@ def read_record(path: str | os.PathLike) -> dict:
     path = Path(path)
     rp = path / RECORD
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointCorrupt(f"checkpoint not found: {path}")
     if not rp.is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint: it has no {RECORD}")
+        raise CheckpointCorrupt(f"{path} is not a complete checkpoint: it has no {RECORD}")
     try:
         rec = json.loads(rp.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{rp} is corrupt: {e}") from e
+        raise CheckpointCorrupt(f"{rp} is corrupt: {e}") from e
     if not isinstance(rec, dict):
-        raise CheckpointError(f"{rp} is corrupt: not a mapping")
+        raise CheckpointCorrupt(f"{rp} is corrupt: not a mapping")
     if rec.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {rec.get('format')!r}; this version "
                               f"reads {FORMAT!r}")
     missing = [k for k in _REQUIRED if k not in rec]
     if missing:
-        raise CheckpointError(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
+        raise CheckpointCorrupt(f"checkpoint {path} is not a training checkpoint: it lacks {missing}")
     return rec
 
 
-def check_record(path, found: dict, expected: dict) -> None:
-    """A checkpoint's data record (``meta``: channels, grid, forcing inputs) against this
-    run's; CheckpointError naming every difference."""
+def check_record(path, found: dict, expected: dict, config: dict | None = None,
+                 found_config: dict | None = None) -> None:
+    """A checkpoint's data record (``meta``: channels, grid, forcing inputs) and model fields
+    (`MODEL_FIELDS` of the stored config) against this run's; `CheckpointMismatch` naming
+    every difference."""
     diffs = [f"{k}: checkpoint {found[k]!r}, this run {expected[k]!r}"
              for k in ("channels", "grid", "n_forcing") if k in found and k in expected
              and list(_as_list(found[k])) != list(_as_list(expected[k]))]
     if diffs and "channels" in diffs[0]:
-        raise CheckpointError(f"checkpoint {path} was trained on channels {found['channels']}, this run uses "
-                              f"{list(expected['channels'])}" + ("; " + "; ".join(diffs[1:]) if diffs[1:] else ""))
+        raise CheckpointMismatch(f"checkpoint {path} was trained on channels {found['channels']}, this run uses "
+                                 f"{list(expected['channels'])}" + ("; " + "; ".join(diffs[1:]) if diffs[1:] else ""))
     if diffs:
-        raise CheckpointError(f"checkpoint {path} does not match this run's data: " + "; ".join(diffs))
+        raise CheckpointMismatch(f"checkpoint {path} does not match this run's data: " + "; ".join(diffs))
+    if config is not None and found_config is not None:
+        mine, theirs = config.get("model", {}), found_config.get("model", {})
+        model = [f"model.{k}: checkpoint {theirs[k]!r}, this run {mine[k]!r}" for k in MODEL_FIELDS
+                 if k in mine and k in theirs and _as_list(mine[k]) != _as_list(theirs[k])]
+        if model:
+            raise CheckpointMismatch(f"checkpoint {path} does not fit this model: " + "; ".join(model))
 
 
 def _as_list(v) -> list:
@@ -141,10 +163,33 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+class PendingSave:
+    """An asynchronous save in flight: the shards are being written in the background; `wait`
+    (a collective on a mesh) finishes them, then the record and the rename make it a checkpoint."""
+
+    def __init__(self, future, path: Path, tmp: Path, record: dict, distributed: bool, root: bool):
+        self.future, self.path, self.tmp, self.record = future, path, tmp, record
+        self.distributed, self.root = distributed, root
+
+    def wait(self) -> Path:
+        try:
+            self.future.result()
+        except BaseException:
+            if self.root:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        return _finish(self.path, self.tmp, self.record, self.distributed, self.root)
+
+
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, ema, record: dict,
-                    distributed: bool) -> Path:
+                    distributed: bool, asynchronous: bool = False, process_group=None) -> Path | PendingSave:
     """Write the checkpoint ``path`` (collective over the default group when ``distributed``;
-    one process otherwise). ``record``: step, samples_seen, config, meta (+ anything JSON)."""
+    one process otherwise). ``record``: step, samples_seen, config, meta (+ anything JSON).
+
+    ``asynchronous``: the state is copied to host memory now and written by a background
+    thread (DCP ``async_save``; on a mesh over ``process_group``, a group of its own so that
+    the writes do not share a group with training); returns a `PendingSave` to `wait` on
+    before the next save and at the end of the run."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     root = _rank() == 0 or not distributed
@@ -153,18 +198,27 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         tmp.mkdir(parents=True)
     if distributed:
         dist.barrier()
+    record = {"format": FORMAT, **record, "ema_decay": float(ema.decay)}
     try:
         with _one_process_quiet():
+            if asynchronous:
+                future = dcp.async_save(_state(model, optimizer, ema), checkpoint_id=str(tmp),
+                                        no_dist=not distributed, process_group=process_group)
+                return PendingSave(future, path, tmp, record, distributed, root)
             dcp.save(_state(model, optimizer, ema), checkpoint_id=str(tmp), no_dist=not distributed)
     except BaseException:
         if root:  # nothing half-written stays behind; the previous checkpoints are untouched
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return _finish(path, tmp, record, distributed, root)
+
+
+def _finish(path: Path, tmp: Path, record: dict, distributed: bool, root: bool) -> Path:
+    """After every rank wrote its pieces into ``tmp``: the record, then the atomic rename."""
     if distributed:
         dist.barrier()
     if root:
-        rec = {"format": FORMAT, **record, "ema_decay": float(ema.decay)}
-        text = json.dumps(rec)
+        text = json.dumps(record)
         atomic_write(tmp / RECORD, lambda t: t.write_text(text))
         if path.exists():
             old = path.with_name(path.name + ".old")
@@ -191,7 +245,7 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                        options=_OPTIONS)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from e
+        raise CheckpointMismatch(f"checkpoint {path} does not fit this model: {e}") from e
     ema.decay = float(rec["ema_decay"])
     return rec
 
@@ -204,8 +258,8 @@ def load_tensors(path: Path, state: dict, *, distributed: bool) -> None:
     except (Exception, CheckpointException) as e:  # DCP wraps per-rank failures in a BaseException
         text = str(e)
         if "Missing key" in text or "Size mismatch" in text or "size mismatch" in text or "shape" in text:
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {_first_line(text)}") from e
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {_first_line(text)}") from e
+            raise CheckpointMismatch(f"checkpoint {path} does not fit this model: {_first_line(text)}") from e
+        raise CheckpointCorrupt(f"checkpoint {path} is corrupt or unreadable: {_first_line(text)}") from e
 
 
 @contextlib.contextmanager

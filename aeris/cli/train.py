@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from aeris.cli.common import add_config_args, load_from_args
 
@@ -30,11 +31,24 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aeris.checkpoint.training import CheckpointError
+    from aeris.data.store import DataError
+    from aeris.log import process_rank
+    from aeris.train.guard import TooManySkips
     from aeris.train.trainer import run_training
+    from swipe.launch import LaunchError
+    from swipe.mesh import MeshError
+    from swipe.pipeline import PipelineError
 
     cfg = load_from_args(args)
-    last, report = run_training(cfg, resume=not args.no_resume, device=args.device,
-                                skill=(args.skill_inits, args.skill_members) if args.skill else None)
+    try:
+        last, report = run_training(cfg, resume=not args.no_resume, device=args.device,
+                                    skill=(args.skill_inits, args.skill_members) if args.skill else None)
+    except (MeshError, LaunchError, PipelineError, DataError, CheckpointError, TooManySkips) as e:
+        # a user's error: one line (from rank 0 under a launcher), no traceback, non-zero exit
+        if process_rank() == 0:
+            print(f"aeris train: error: {e}", file=sys.stderr, flush=True)
+        return 3 if isinstance(e, TooManySkips) else 2
     if last:
         print(json.dumps({k: v for k, v in last.items() if v is not None}), flush=True)
     if report:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from aeris.model.network import AerisNet, AerisStage
 from swipe.comm import CommCounter
@@ -21,7 +22,15 @@ from swipe.mesh import SwipeMesh
 from swipe.parallel_context import SwipeContext
 from swipe.pipeline import PipelineExecutor, StagePlan, plan_stages, stage_routes
 
-__all__ = ["MeshStage"]
+__all__ = ["MeshStage", "assign_slice"]
+
+
+def assign_slice(p: torch.Tensor, whole: torch.Tensor) -> None:
+    """Give parameter ``p`` the values ``whole`` of the unsharded parameter: its own slice
+    when ``p`` is a DTensor shard (every rank drew the whole tensor, none is sent)."""
+    if isinstance(p, DTensor):
+        whole = distribute_tensor(whole.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None)
+    p.copy_(whole)
 
 
 @dataclass

@@ -13,19 +13,21 @@ network existing anywhere (docs/model.md, "Initialisation"). The rules (adaLN-Ze
   the network output start at 0);
 * RMSNorm gains: one.
 
-Values are drawn on the CPU in float32 (the same numbers on every device) and copied in; a
-parameter that is a DTensor (a shard of a sharded stage) keeps its own slice of the drawn
-tensor, so a sharded stage holds exactly the shards of the unsharded weights.
+Values are drawn on the CPU in float32 (the same numbers on every device) and handed to
+``assign(parameter, whole)``, by default a copy; a sharded stage passes one that keeps the
+rank's slice (aeris.distributed.stage.assign_slice), so it holds exactly the shards of the
+unsharded weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from typing import Callable
 
 import torch
+
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from aeris.model.layers import default_std
 
@@ -51,8 +53,13 @@ def parameter_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def _copy(p: torch.Tensor, whole: torch.Tensor) -> None:
+    p.copy_(whole)
+
+
 @torch.no_grad()
-def init_parameters(module: nn.Module, seed: int) -> nn.Module:
+def init_parameters(module: nn.Module, seed: int,
+                    assign: Callable[[torch.Tensor, torch.Tensor], None] = _copy) -> nn.Module:
     """Initialise every parameter of ``module`` (names as in the whole network) in place."""
     std = default_std(module.cfg.dim)
     for name, p in module.named_parameters():
@@ -65,14 +72,14 @@ def init_parameters(module: nn.Module, seed: int) -> nn.Module:
             g = torch.Generator().manual_seed(parameter_seed(seed, name))
             w = torch.empty(p.shape, dtype=torch.float32)
             nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=g)
-            if isinstance(p, DTensor):  # every rank drew the whole tensor: each keeps its slice
-                w = distribute_tensor(w.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None)
-            p.copy_(w)
+            assign(p, w)
             del w  # at most one whole parameter exists at a time
     return module
 
 
-def materialise(module: nn.Module, device: torch.device | str, seed: int) -> nn.Module:
-    """A meta-device module (the whole network, a stage, or a sharded stage) allocated on
-    ``device`` and initialised by `init_parameters`: the same weights in every layout."""
-    return init_parameters(module.to_empty(device=device), seed)
+def materialise(module: nn.Module, device: torch.device | str, seed: int,
+                assign: Callable[[torch.Tensor, torch.Tensor], None] = _copy) -> nn.Module:
+    """A meta-device module (the whole network, a stage, or a sharded stage with its
+    ``assign``) allocated on ``device`` and initialised by `init_parameters`: the same weights
+    in every layout."""
+    return init_parameters(module.to_empty(device=device), seed, assign)

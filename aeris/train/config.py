@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aeris.confdoc import doc
+from aeris.train.guard import parse_fault
 
 __all__ = ["TrainConfig"]
 
@@ -42,6 +43,18 @@ class TrainConfig:
     ens_val_inits: int = doc(2, "ensemble validation: initial times")
     ens_val_sampler_steps: int = doc(8, "ensemble validation: sampler steps")
     ckpt_every: int = doc(100, "checkpoint every N steps (and at the end; 0 = only at the end)")
+    max_wall_minutes: float = doc(0.0, "stop after this wall time: finish the step, checkpoint, exit 0 "
+                                       "(0 = no limit; SIGTERM, SIGUSR1 and SIGINT do the same)")
+    max_consecutive_skips: int = doc(5, "more skipped updates in a row than this stop the run with a "
+                                        "checkpoint of the last good state")
+    spike_factor: float = doc(0.0, "skip an update whose gradient norm exceeds this times the median of the "
+                                   "last spike_window applied ones (0 = off; non-finite values are always skipped)")
+    spike_window: int = doc(50, "applied updates whose gradient norms the spike detector remembers")
+    fault: str = doc("", "fault injection to rehearse failures: nan@STEP (that step's loss is NaN) or "
+                         "signal@STEP:TERM[:RANK]; the environment variable AERIS_FAULT overrides it")
+    async_checkpoint: bool = doc(False, "write checkpoints in the background (DCP async_save): training "
+                                        "continues while the shards are written; each one is completed "
+                                        "(record + rename) before the next and at the end")
     keep_checkpoints: int = doc(2, "newest checkpoints kept (0 = all)")
     tensorboard: bool = doc(False, "also log metrics to TensorBoard (if installed)")
     wandb: bool = doc(False, "also log metrics to Weights & Biases (if installed)")
@@ -55,6 +68,11 @@ class TrainConfig:
         for k in ("steps", "micro_batch", "grad_accum"):
             if getattr(self, k) < 1:
                 raise ValueError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        if self.max_wall_minutes < 0 or self.spike_factor < 0 or self.max_consecutive_skips < 0:
+            raise ValueError("train.max_wall_minutes, spike_factor and max_consecutive_skips must be >= 0")
+        if self.spike_window < 1:
+            raise ValueError(f"train.spike_window must be >= 1, got {self.spike_window}")
+        parse_fault(self.fault)
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         for k in ("log_every", "val_every", "ens_val_every", "ckpt_every", "keep_checkpoints", "val_samples"):

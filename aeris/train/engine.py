@@ -71,11 +71,17 @@ class Engine(Protocol):
     is_root: bool
     distributed: bool
 
+    def gradients(self, mbs: Sequence[MicroBatch], normaliser: float, *, grad_clip: float) -> tuple[float, float]:
+        """zero_grad, forward+backward of this rank's micro-batches (each loss / normaliser),
+        reduction, global-norm clipping. Returns (global loss, global gradient norm before
+        clipping), the same on every rank (possibly not finite: the caller decides)."""
+
+    def update(self, lr: float) -> None:
+        """The optimizer step on the gradients of `gradients`, at learning rate ``lr``."""
+
     def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
                    grad_clip: float) -> tuple[float, float]:
-        """zero_grad, forward+backward of this rank's micro-batches (each loss / normaliser),
-        reduction, global-norm clipping, optimizer step. Returns (global loss, global gradient
-        norm before clipping), the same on every rank; FloatingPointError if not finite."""
+        """`gradients` then `update`; FloatingPointError (and no update) if not finite."""
 
     def eval_loss(self, mbs: Sequence[MicroBatch], normaliser: float) -> float:
         """Sum over all ranks and micro-batches of the loss / normaliser, no gradients."""
@@ -132,9 +138,7 @@ class SerialEngine:
             return diffusion_loss(self.model, self.ctx, mb.data, mb.keys, self.diffusion,
                                   self.w_token, self.w_channel, normaliser)
 
-    def train_step(self, mbs, normaliser, *, lr, grad_clip):
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+    def gradients(self, mbs, normaliser, *, grad_clip):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -147,10 +151,19 @@ class SerialEngine:
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         else:
             gnorm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-        if not math.isfinite(total) or not math.isfinite(gnorm):
-            raise FloatingPointError(f"non-finite loss {total} or grad norm {gnorm}")
-        self.optimizer.step()
         return total, gnorm
+
+    def update(self, lr):
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.step()
+
+    def train_step(self, mbs, normaliser, *, lr, grad_clip):
+        loss, gnorm = self.gradients(mbs, normaliser, grad_clip=grad_clip)
+        if not math.isfinite(loss) or not math.isfinite(gnorm):
+            raise FloatingPointError(f"non-finite loss {loss} or grad norm {gnorm}")
+        self.update(lr)
+        return loss, gnorm
 
     @torch.no_grad()
     def eval_loss(self, mbs, normaliser):

@@ -22,6 +22,7 @@ stage (inside `AerisStage.forward`).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ from aeris.diffusion.objective import batch_noise, network_input
 from aeris.diffusion.trigflow import sigma_to_t, trigflow_inputs, weighted_error_sum
 from aeris.diffusion.weights import token_weights
 from aeris.distributed.inference import PipelineSampler
-from aeris.distributed.stage import MeshStage
+from aeris.distributed.stage import MeshStage, assign_slice
 from aeris.model.init import materialise
 from aeris.model.network import AerisNet
 from aeris.train.engine import MicroBatch
@@ -76,7 +77,7 @@ class SwipeEngine:
         self.reshard_after_forward = reshard_after_forward
         self._shard(reduce_dtype)
         if meta:  # sharded first, then allocated: a rank only ever holds its shards (+ one whole parameter)
-            materialise(self.model, device, seed)
+            materialise(self.model, device, seed, assign_slice)
         self.dtype, self.device = self.stage.dtype, self.stage.device
         # activations between stages travel (and live) in the compute dtype
         self.act_dtype = amp if amp is not None else self.dtype
@@ -98,6 +99,9 @@ class SwipeEngine:
         """FSDP2 over the weight group: one unit per block (so at most one block is gathered at
         a time) and the stage's own parts (embedding, head) in the root unit."""
         policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
+        # FSDP2 warns that a returned view would lose its backward hook under an in-place op; the
+        # pipeline executor never modifies a stage's output in place
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
         units = [b for b in self.model.blocks if any(True for _ in b.parameters())]
         for b in units:
             fully_shard(b, mesh=self.mesh.weight_mesh, mp_policy=policy,
@@ -246,23 +250,32 @@ class SwipeEngine:
         return float(t)
 
     # ---- the Engine interface -------------------------------------------------------------------
-    def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
-                   grad_clip: float, keep_outputs: bool = False) -> tuple[float, float]:
-        """zero_grad, 1F1B (gradients reduce-scattered into the shards), global clip, AdamW on
-        the shards. Returns (global loss, global grad norm before clipping), equal on every rank."""
+    def gradients(self, mbs: Sequence[MicroBatch], normaliser: float, *, grad_clip: float,
+                  keep_outputs: bool = False) -> tuple[float, float]:
+        """zero_grad, 1F1B (gradients reduce-scattered into the shards), global clip. Returns
+        (global loss, global grad norm before clipping), equal on every rank."""
         if self.optimizer is None:
-            raise RuntimeError("call build_optimizer() before train_step()")
+            raise RuntimeError("call build_optimizer() before training")
         self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         local = self.forward_backward(mbs, normaliser, keep_outputs)
         self._count_sharded_traffic(len(mbs))
         gnorm = self.clip_gradients(grad_clip)
-        loss = self.global_sum(local)
-        if not math.isfinite(loss) or not math.isfinite(gnorm):
-            raise FloatingPointError(f"non-finite loss {loss} or grad norm {gnorm}")
+        return self.global_sum(local), gnorm
+
+    def update(self, lr: float) -> None:
+        """AdamW on this rank's shards."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.step()
+
+    def train_step(self, mbs: Sequence[MicroBatch], normaliser: float, *, lr: float,
+                   grad_clip: float, keep_outputs: bool = False) -> tuple[float, float]:
+        """`gradients` then `update` (FloatingPointError and no update if not finite)."""
+        loss, gnorm = self.gradients(mbs, normaliser, grad_clip=grad_clip, keep_outputs=keep_outputs)
+        if not math.isfinite(loss) or not math.isfinite(gnorm):
+            raise FloatingPointError(f"non-finite loss {loss} or grad norm {gnorm}")
+        self.update(lr)
         return loss, gnorm
 
     def eval_loss(self, mbs: Sequence[MicroBatch], normaliser: float) -> float:

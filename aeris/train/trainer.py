@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -28,8 +29,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from aeris.atomic import atomic_write
-from aeris.checkpoint.training import (check_record, checkpoint_path, latest_checkpoint, load_checkpoint,
-                                       read_record, remove_all_checkpoints, rotate_checkpoints, save_checkpoint)
+from aeris.checkpoint.training import (CheckpointCorrupt, PendingSave, check_record, checkpoint_path,
+                                       list_checkpoints, load_checkpoint, read_record, remove_all_checkpoints,
+                                       rotate_checkpoints, save_checkpoint)
 from aeris.config import Config, dump_config, to_dict
 from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
@@ -42,6 +44,7 @@ from aeris.model.network import AerisNet
 from aeris.train.data_order import sample_keys, samples_for_step, split_for_replica
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.engine import Engine, MicroBatch, SerialEngine
+from aeris.train.guard import STOP_SIGNALS, StopRequest, TooManySkips, UpdateGuard, fire, parse_fault
 from aeris.train.metrics_log import MetricsLogger
 from aeris.train.schedule import lr_at
 from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, partial_sums,
@@ -103,6 +106,7 @@ class StepResult:
     grad_norm: float
     lr: float
     seconds: float
+    skipped: str | None = None  # why the update was not applied
 
 
 def build_engine(cfg: Config, spec: DataSpec, device: torch.device) -> Engine:
@@ -176,10 +180,13 @@ class Trainer:
         self.paper_flops_per_sample = paper_flops_per_sample(cfg.model, H * W, whole.n_in)
         self.step = 0
         self.samples_seen = 0
+        self._pending: PendingSave | None = None
+        self._save_group = None
+        self._rank = dist.get_rank() if distributed else 0
+        self.guard = UpdateGuard(tc.max_consecutive_skips, tc.spike_factor, tc.spike_window)
+        self.fault = parse_fault(os.environ.get("AERIS_FAULT", tc.fault))
         if resume:
-            path = e.broadcast(latest_checkpoint(self.out_dir) if e.is_root else None)
-            if path is not None:
-                self.load(path)
+            self._resume()
         self.logger = MetricsLogger(self.out_dir, resume_step=self.step if self.step else None,
                                     tensorboard=tc.tensorboard, wandb=tc.wandb, enabled=e.is_root)
 
@@ -210,19 +217,27 @@ class Trainer:
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> StepResult:
-        tc = self.cfg.train
+        """One optimizer step; the update (and the EMA's) is skipped when the guard says so
+        (non-finite values, a gradient-norm spike). The data position advances either way."""
+        tc, e = self.cfg.train, self.engine
         H, W = self.spec.grid
         t0 = time.perf_counter()
+        fire(self.fault, self.step, self._rank)
         lr = lr_at(self.step, lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
-        try:
-            loss, gnorm = self.engine.train_step(self._micro_batches(), float(H * W * self.global_batch),
-                                                 lr=lr, grad_clip=tc.grad_clip)
-        except FloatingPointError as err:
-            raise FloatingPointError(f"{err} at step {self.step}") from None
-        self.ema.update(self.engine.model)
+        loss, gnorm = e.gradients(self._micro_batches(), float(H * W * self.global_batch), grad_clip=tc.grad_clip)
+        if self.fault is not None and self.fault.kind == "nan" and self.fault.step == self.step:
+            loss = float("nan")
+        skipped = self.guard.check(loss, gnorm)
+        if skipped is None:
+            e.update(lr)
+            self.ema.update(e.model)
+        elif e.is_root:
+            log.warning("%sstep %d: update skipped (%s: loss %s, gradient norm %s)", self._tag, self.step + 1,
+                        skipped, loss, gnorm)
         self.step += 1
         self.samples_seen += self.global_batch
-        return StepResult(loss, gnorm, lr, time.perf_counter() - t0)
+        self.guard.record(skipped, gnorm, self.step)
+        return StepResult(loss, gnorm, lr, time.perf_counter() - t0, skipped)
 
     # ---- validation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -281,25 +296,61 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
-        """The checkpoint of this step (collective on a mesh); the newest ``keep_checkpoints`` stay."""
-        e, sw = self.engine, self.cfg.swipe
+        """The checkpoint of this step (collective on a mesh); the newest ``keep_checkpoints`` stay.
+        With ``train.async_checkpoint`` the shards are written in the background and the
+        checkpoint is completed by `finish_saving` (before the next save, at the end)."""
+        e, sw, tc = self.engine, self.cfg.swipe, self.cfg.train
+        self.finish_saving()
         record = {"step": self.step, "samples_seen": self.samples_seen, "config": json.dumps(to_dict(self.cfg)),
-                  "meta": self.spec.meta, "mesh": [sw.dp, sw.pp, sw.wy, sw.wx, sw.sp]}
-        path = save_checkpoint(checkpoint_path(self.out_dir, self.step), model=e.model, optimizer=e.optimizer,
-                               ema=self.ema, record=record, distributed=e.distributed)
+                  "meta": self.spec.meta, "mesh": [sw.dp, sw.pp, sw.wy, sw.wx, sw.sp],
+                  "guard": self.guard.state_dict()}
+        if tc.async_checkpoint and e.distributed and self._save_group is None:
+            self._save_group = dist.new_group(backend="gloo")  # the background writes' own group
+        out = save_checkpoint(checkpoint_path(self.out_dir, self.step), model=e.model, optimizer=e.optimizer,
+                              ema=self.ema, record=record, distributed=e.distributed,
+                              asynchronous=tc.async_checkpoint, process_group=self._save_group)
+        if isinstance(out, PendingSave):
+            self._pending = out
+            return out.path
         if e.is_root:
-            rotate_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
-        return path
+            rotate_checkpoints(self.out_dir, tc.keep_checkpoints)
+        return out
+
+    def finish_saving(self) -> None:
+        """Complete a checkpoint still being written in the background (no-op otherwise)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.wait()
+            if self.engine.is_root:
+                rotate_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
+
+    def _resume(self) -> None:
+        """From the newest good checkpoint: a corrupt or incomplete one is skipped with a
+        warning (all ranks together), one of another model or data is an error."""
+        e = self.engine
+        found = e.broadcast([str(p) for p in list_checkpoints(self.out_dir)][::-1] if e.is_root else None)
+        first_error = None
+        for path in found:
+            try:
+                self.load(path)
+                return
+            except CheckpointCorrupt as err:
+                first_error = first_error or err
+                if e.is_root:
+                    log.warning("%sskipping checkpoint %s: %s", self._tag, path, err)
+        if first_error is not None:
+            raise first_error
 
     def load(self, path) -> None:
         """Continue from checkpoint ``path``, written by any mesh or by one process."""
         e = self.engine
         rec = read_record(path)
-        check_record(path, rec["meta"], self.spec.meta)
+        check_record(path, rec["meta"], self.spec.meta, to_dict(self.cfg), json.loads(rec["config"] or "{}"))
         load_checkpoint(path, model=e.model, optimizer=e.optimizer, ema=self.ema, distributed=e.distributed)
         # the half-life is in samples: a resume with another batch size or mesh needs this run's decay
         self.ema.decay = ema_decay(self.global_batch, self.cfg.train.ema_halflife_samples)
         self.step, self.samples_seen = int(rec["step"]), int(rec["samples_seen"])
+        self.guard.load_state_dict(rec.get("guard", {}))
         if self.engine.is_root:
             log.info("%sresumed from %s at step %d", self._tag, path, self.step)
 
@@ -353,8 +404,39 @@ class Trainer:
         # the per-step line is the SWiPe run's console log; one process shows the progress bar
         level = logging.INFO if self._tag else logging.DEBUG
         last: dict = {}
+        with StopRequest(tc.max_wall_minutes) as stop:
+            try:
+                last = self._loop(stop, bar, level)
+            except TooManySkips as err:
+                # the skipped steps changed nothing: the current state is the last good one
+                self.save()
+                self.finish_saving()
+                raise TooManySkips(f"{err}; stopped with a checkpoint of the last good state at step "
+                                   f"{self.step} in {self.out_dir}") from None
+        self.finish_saving()
+        bar.close()
+        self.logger.close()
+        return last
+
+    def _agreed_stop(self, stop: StopRequest) -> str | None:
+        """Whether any rank was asked to stop (a signal that reached one rank stops all of them
+        at the same step), and why; one small all-reduce per step under SWiPe."""
+        reason = stop.reason()
+        reasons = (*STOP_SIGNALS, "wall time")
+        flags = torch.tensor([float(reason == r) for r in reasons], dtype=torch.float64)
+        flags = self.engine.all_sum(flags)
+        hit = [r for r, f in zip(reasons, flags.tolist()) if f > 0]
+        return " and ".join(hit) or None
+
+    def _loop(self, stop: StopRequest, bar, level) -> dict:
+        tc, e = self.cfg.train, self.engine
+        last: dict = {}
         while self.step < tc.steps:
-            rec = self._record(self.train_step())
+            res = self.train_step()
+            rec = self._record(res)
+            if res.skipped:
+                rec["skipped"] = res.skipped
+            rec["skipped_total"] = self.guard.skipped
             end = self.step == tc.steps
             if tc.val_every and (self.step % tc.val_every == 0 or end):
                 rec["val_loss"] = self.validation_loss()
@@ -367,11 +449,20 @@ class Trainer:
                 log.log(level, self._step_line(rec))
             bar.set_postfix(loss=f"{rec['loss']:.4f}", **({"val": f"{rec['val_loss']:.4f}"} if "val_loss" in rec else {}))
             bar.update(1)
-            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or end:
+            saved = (tc.ckpt_every and self.step % tc.ckpt_every == 0) or end
+            if saved:
                 self.save()
             last = rec
-        bar.close()
-        self.logger.close()
+            why = None if end else self._agreed_stop(stop)
+            if why:
+                if not saved:
+                    self.save()
+                self.finish_saving()
+                if e.is_root:
+                    log.info("%sstopped by %s after step %d: checkpoint %s written; run the same command to "
+                             "continue", self._tag, why, self.step, checkpoint_path(self.out_dir, self.step))
+                last = {**rec, "stopped": why}
+                break
         return last
 
 

@@ -113,3 +113,14 @@ def test_mpiexec_resume_other_mesh_then_serial(store, serial_losses):
     tr = Trainer(cfg, resume=True)
     assert tr.step == 2 and tr.samples_seen == 4
     assert tr.train_step().loss == pytest.approx(serial_losses[2], rel=1e-5)
+
+
+def test_a_mesh_that_does_not_match_the_ranks_is_one_line_and_a_non_zero_exit(store):
+    mpiexec = [str(VENV_BIN / "mpiexec"), "-n", "2", sys.executable]
+    args = [*mpiexec, "-m", "aeris.cli", "train", "--config", "tiny", *overrides(store, "bad", 1), "swipe.sp=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode != 0
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if "aeris train: error" in ln]
+    assert len(lines) == 1 and "launched 2 ranks but the mesh" in lines[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stdout + p.stderr

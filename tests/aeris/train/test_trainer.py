@@ -333,3 +333,21 @@ def test_repeated_sample_in_a_step_draws_different_noise():
     assert len(set(keys)) == 4
     if len(set(idx.tolist())) < 4:
         assert len({k[3] for k in keys}) < 4        # the same dataset index, told apart by position
+
+
+def test_asynchronous_checkpoints_equal_synchronous_ones(store, tmp_path):
+    root, _ = store
+    args = ["train.steps=3", "train.grad_accum=1", "train.val_every=0", "train.ckpt_every=1",
+            "train.keep_checkpoints=2"]
+    Trainer(_cfg(root, tmp_path / "sync", *args), resume=False).run()
+    Trainer(_cfg(root, tmp_path / "async", *args, "train.async_checkpoint=true"), resume=False).run()
+    names = [p.name for p in list_checkpoints(tmp_path / "async")]
+    assert names == [p.name for p in list_checkpoints(tmp_path / "sync")] == ["step_00000002", "step_00000003"]
+    assert not list((tmp_path / "async" / "checkpoints").glob("*.tmp"))
+    for name in names:  # step 2 was written while step 3 trained: it holds step 2's state
+        a = read_weights(tmp_path / "sync" / "checkpoints" / name)
+        b = read_weights(tmp_path / "async" / "checkpoints" / name)
+        for k, v in a["model"].items():
+            assert torch.equal(v, b["model"][k]) and torch.equal(a["ema"][k], b["ema"][k]), (name, k)
+    # and the asynchronous run resumes from its own checkpoint
+    assert Trainer(_cfg(root, tmp_path / "async", *args), resume=True).step == 3
