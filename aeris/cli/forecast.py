@@ -93,7 +93,7 @@ def _fail(cmd: str, e: Exception) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
-    from aeris.forecast.rollout import ForecastError, load_forecaster, run_forecast
+    from aeris.forecast.rollout import ForecastError, ForecastStopped, load_forecaster, run_forecast
     from aeris.forecast.store_writer import ForecastStoreError
     from aeris.checkpoint.training import CheckpointError
     from swipe.launch import device_request, pick_device
@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,
                              device=pick_device(0, device_request(f.device, distributed=False)))
         out = run_forecast(fc, f)
+    except ForecastStopped as e:  # a clean stop (signal): what is written is complete
+        print(f"forecast {f.out}: {e}")
+        return 0
     except (ForecastError, ForecastStoreError, DataError, CheckpointError) as e:
         return _fail("forecast", e)
     print(f"forecast written to {out}")

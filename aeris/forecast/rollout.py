@@ -49,11 +49,12 @@ from aeris.diffusion.config import DiffusionConfig
 from aeris.forecast.config import ForecastConfig
 from aeris.forecast.ensemble import init_hours, member_keys, sample_residuals
 from aeris.model.network import AerisNet
+from aeris.stop import StopRequest, agreed
 from aeris.forecast.store_writer import ForecastStore, StoreSpec
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 
-__all__ = ["Forecaster", "ForecastError", "load_forecaster", "open_view", "resolve_inits",
+__all__ = ["Forecaster", "ForecastError", "ForecastStopped", "load_forecaster", "open_view", "resolve_inits",
            "member_batches", "rollout_batch", "run_forecast", "forecast_request",
            "DiffusionStepper", "RankRole", "default_role", "ForcingSource", "initial_state"]
 
@@ -63,6 +64,10 @@ Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
 
 class ForecastError(RuntimeError):
     """A forecast that cannot be run as asked (checkpoint, init times, forcings)."""
+
+
+class ForecastStopped(RuntimeError):
+    """A rollout stopped by a signal between units (what is written is complete)."""
 
 
 # ---- the model side ----------------------------------------------------------------------------
@@ -341,6 +346,10 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
                  callback: Callable[[dict], None] | None = None, role: RankRole | None = None) -> Path:
     """Roll out every (init, member batch) unit into ``fcfg.out``; returns the store path.
 
+    SIGTERM, SIGUSR1 or SIGINT (aeris.stop) stop the rollout cleanly between units, on every
+    rank at the same unit: the units written stay complete and a rerun continues; the
+    function then raises `ForecastStopped`.
+
     Resumes a killed run of the same request; refuses a different one unless fcfg.overwrite.
     Under torch.distributed (without `role`), each rank is a data-parallel replica and units
     are dealt round-robin to the ranks; `aeris.forecast.parallel` passes the SWiPe role.
@@ -378,39 +387,51 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
             field = pad_row(field, ds.cfg.drop_lat_row, mode=fcfg.pad_mode)
             store.write(i, m0, lead_index, np.broadcast_to(field, (n, *field.shape[1:])))
 
-    units = [(i, b) for i in range(len(inits)) for b in range(len(batches))][role.replica::role.replicas]
+    every = [(i, b) for i in range(len(inits)) for b in range(len(batches))]
+    units = every[role.replica::role.replicas]
     total = sum(len(batches[b]) for _, b in units) * fcfg.steps
     tag = f" replica {role.replica}" if role.replicas > 1 else ""
     bar = tqdm(total=total, desc=f"forecast{tag}", unit="member-step",
                disable=not fcfg.progress or not role.writer, dynamic_ncols=True)
-    for i, b in units:
-        mem = batches[b]
-        m0 = b * chunk
-        unit = f"i{i:05d}_b{b:04d}"
-        done = store.completed_step(unit)
-        if done >= fcfg.steps:
-            bar.update(len(mem) * fcfg.steps)
-            continue
-        x0 = None
-        if done < 0 or (done == 0 and not fcfg.include_initial):
-            start = 0
-            if fcfg.include_initial:
-                x0 = initial_state(ds, inits[i])
-                write(i, m0, 0, x0, len(mem))
+    with StopRequest() as stop:
+        # rounds of one unit per replica: every rank takes part in every round's stop check
+        for r in range(-(-len(every) // role.replicas)):
+            why = agreed(stop.reason()) if r else None
+            if why:
+                bar.close()
+                role.barrier()
+                raise ForecastStopped(f"stopped by {why} after {r} of {len(units)} units of this replica; "
+                                      f"run the same command to continue")
+            if r >= len(units):
+                continue
+            i, b = units[r]
+            mem = batches[b]
+            m0 = b * chunk
+            unit = f"i{i:05d}_b{b:04d}"
+            done = store.completed_step(unit)
+            if done >= fcfg.steps:
+                bar.update(len(mem) * fcfg.steps)
+                continue
+            x0 = None
+            if done < 0 or (done == 0 and not fcfg.include_initial):
+                start = 0
+                if fcfg.include_initial:
+                    x0 = initial_state(ds, inits[i])
+                    write(i, m0, 0, x0, len(mem))
+                    if role.writer:
+                        store.mark(unit, 0)
+            else:
+                start = done
+                x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
+                bar.update(len(mem) * start)
+            for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
+                                      x0=x0, start_step=start, device=fc.device):
+                write(i, m0, k - lead_offset, x, len(mem))
                 if role.writer:
-                    store.mark(unit, 0)
-        else:
-            start = done
-            x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
-            bar.update(len(mem) * start)
-        for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
-                                  x0=x0, start_step=start, device=fc.device):
-            write(i, m0, k - lead_offset, x, len(mem))
-            if role.writer:
-                store.mark(unit, k)
-            bar.update(len(mem))
-            if callback is not None:
-                callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
+                    store.mark(unit, k)
+                bar.update(len(mem))
+                if callback is not None:
+                    callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
     bar.close()
     role.barrier()
     return out

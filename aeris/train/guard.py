@@ -7,9 +7,8 @@
   of the last ``spike_window`` applied norms. More than ``max_consecutive`` skips in a row
   stop the run (`TooManySkips`). Its state goes into every checkpoint, so a resumed run
   decides exactly as an uninterrupted one.
-* `StopRequest` turns SIGTERM, SIGUSR1 and SIGINT (Slurm ``--signal``, PBS walltime warnings,
-  Ctrl-C) and a wall-time budget into a flag the loop reads after each step; a second SIGINT
-  interrupts at once.
+* Stop requests (signals, a wall-time budget) are `aeris.stop.StopRequest`, shared with the
+  forecast rollout.
 * `Fault` rehearses the failure paths: ``nan@K`` makes step K's loss NaN, ``signal@K:TERM``
   (``:R`` for rank R, default 0) sends the signal to itself at the start of step K.
 """
@@ -20,12 +19,9 @@ import math
 import os
 import signal
 import statistics
-import time
 from dataclasses import dataclass
 
-__all__ = ["UpdateGuard", "TooManySkips", "StopRequest", "Fault", "parse_fault", "fire", "STOP_SIGNALS"]
-
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+__all__ = ["UpdateGuard", "TooManySkips", "Fault", "parse_fault", "fire"]
 
 
 class TooManySkips(RuntimeError):
@@ -69,44 +65,6 @@ class UpdateGuard:
         self.history = [float(v) for v in state.get("history", [])][-self.spike_window:]
         self.skipped = int(state.get("skipped", 0))
         self.consecutive = int(state.get("consecutive", 0))
-
-
-class StopRequest:
-    """Signals and a wall-time budget as a flag (module docstring). Use as a context manager
-    around the loop: the previous handlers are restored on exit."""
-
-    def __init__(self, max_wall_minutes: float = 0.0):
-        self.deadline = time.monotonic() + 60.0 * max_wall_minutes if max_wall_minutes > 0 else None
-        self.signal: str | None = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if name == "SIGINT" and self.signal == "SIGINT":
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signal = name
-
-    def __enter__(self) -> StopRequest:
-        try:
-            for name in STOP_SIGNALS:
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: no handlers, the wall-time budget still applies
-            self._previous = {}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-        self._previous = {}
-
-    def reason(self) -> str | None:
-        """Why this rank wants to stop ("SIGTERM", ..., "wall time"), or None."""
-        if self.signal:
-            return self.signal
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return "wall time"
-        return None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from aeris.model.network import AerisNet
 from aeris.train.data_order import sample_keys, samples_for_step, split_for_replica
 from aeris.train.ema import EMA, ema_decay
 from aeris.train.engine import Engine, MicroBatch, SerialEngine
-from aeris.train.guard import STOP_SIGNALS, StopRequest, TooManySkips, UpdateGuard, fire, parse_fault
+from aeris.stop import StopRequest, agreed
+from aeris.train.guard import TooManySkips, UpdateGuard, fire, parse_fault
 from aeris.train.metrics_log import MetricsLogger
 from aeris.train.schedule import lr_at
 from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, partial_sums,
@@ -421,12 +422,7 @@ class Trainer:
     def _agreed_stop(self, stop: StopRequest) -> str | None:
         """Whether any rank was asked to stop (a signal that reached one rank stops all of them
         at the same step), and why; one small all-reduce per step under SWiPe."""
-        reason = stop.reason()
-        reasons = (*STOP_SIGNALS, "wall time")
-        flags = torch.tensor([float(reason == r) for r in reasons], dtype=torch.float64)
-        flags = self.engine.all_sum(flags)
-        hit = [r for r, f in zip(reasons, flags.tolist()) if f > 0]
-        return " and ".join(hit) or None
+        return agreed(stop.reason(), self.engine.all_sum)
 
     def _loop(self, stop: StopRequest, bar, level) -> dict:
         tc, e = self.cfg.train, self.engine

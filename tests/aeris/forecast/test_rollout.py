@@ -312,3 +312,56 @@ def test_swipe_pipeline_store_equals_serial(fc, full_run, tmp_path, shape):
     a, b = _load(full_run), _load(out)
     for v in a.data_vars:
         np.testing.assert_allclose(b[v].values, a[v].values, rtol=1e-5, atol=1e-6 * float(np.abs(a[v]).max()))
+
+
+# ---- real signals and kills -----------------------------------------------------------------------
+def _forecast_cmd(ckpt, out):
+    import sys
+    return [sys.executable, "-m", "aeris.cli", "forecast", "--checkpoint", str(ckpt[2]), "--out", str(out),
+            "--init", "2020-08-01T00", "2020-08-01T06", "2020-08-01T12", "2020-08-01T18", "2020-08-02T00",
+            "2020-08-02T06", "--steps", "3", "--members", "2", "--seed", "3", "--sampler-steps", "2",
+            "--no-progress"]
+
+
+def _after_first_unit(cmd, out, sig):
+    """Run `cmd`, send `sig` once a unit is complete; returns the finished process."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from tests.support import REPO
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    prog = progress_dir(out)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if prog.is_dir() and any('"step": 3' in p.read_text() for p in prog.glob("*.json")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before the signal"
+    os.killpg(proc.pid, sig)
+    out_, err = proc.communicate(timeout=240)
+    return proc.returncode, out_, err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_signalled_forecast_resumes_to_the_same_store(ckpt, tmp_path, sig):
+    import signal
+    import subprocess
+    from tests.support import REPO
+    straight, cut = tmp_path / "straight.zarr", tmp_path / "cut.zarr"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    assert subprocess.run(_forecast_cmd(ckpt, straight), cwd=REPO, env=env, capture_output=True).returncode == 0
+    rc, out, err = _after_first_unit(_forecast_cmd(ckpt, cut), cut, getattr(signal, sig))
+    if sig == "SIGTERM":   # a clean stop between units, exit 0
+        assert rc == 0 and "stopped by SIGTERM after" in out, err[-2000:]
+    else:
+        assert rc == -signal.SIGKILL
+    done = [p for p in progress_dir(cut).glob("*.json")]
+    assert 1 <= len(done) < 6
+    p = subprocess.run(_forecast_cmd(ckpt, cut), cwd=REPO, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    a, b = _load(straight), _load(cut)
+    for v in a.data_vars:   # byte for byte
+        np.testing.assert_array_equal(a[v].values, b[v].values)
