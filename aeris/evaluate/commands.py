@@ -152,8 +152,11 @@ class Threshold:
     count: int | str
 
 
+# StitchNodes' threshold operators ("|>=" and "|<=" compare the magnitude)
 COMPARISONS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less,
-        "=": np.equal, "!=": np.not_equal}
+               "=": np.equal, "!=": np.not_equal,
+               "|>=": lambda a, v: np.greater_equal(np.abs(a), v),
+               "|<=": lambda a, v: np.less_equal(np.abs(a), v)}
 
 
 def _float(s: str, what: str) -> float:
@@ -184,12 +187,16 @@ def parse_outputs(cmd: str) -> list[OutputSpec]:
         f = _split_top(part, ",")
         if len(f) != 3 or f[1] not in ("min", "max", "avg"):
             raise TrackerError(f"output {part!r} must be var,min|max|avg,dist")
-        out.append(OutputSpec(parse_expr(f[0]), f[1], _float(f[2], part)))
+        spec = OutputSpec(parse_expr(f[0]), f[1], _float(f[2], part))
+        if not 0.0 <= spec.dist <= 180.0:
+            raise TrackerError(f"output {part!r}: distance must be in [0, 180] degrees")
+        out.append(spec)
     return out
 
 
 def parse_thresholds(cmd: str) -> list[Threshold]:
-    """``"column,op,value,count;..."`` -> list of Threshold (count: integer, all, first, last)."""
+    """``"column,op,value,count;..."`` -> list of Threshold (op: >=, >, <=, <, =, !=, |>=, |<=;
+    count: integer, all, first, last)."""
     out = []
     for part in filter(None, _split_top(cmd, ";")):
         f = _split_top(part, ",")

@@ -5,7 +5,9 @@ Defaults are the published TempestExtremes configuration used on ERA5 and on AI 
 (5.5 and 6.5 degrees), merge distance (6 degrees) and stitch range (8 degrees) are in
 great-circle degrees and keep their meaning on coarser grids, but on a grid coarser than
 ~2 degrees a closed contour spans only 2-3 cells and the 1-degree warm-core pivot search
-covers a single point, so weak or small storms are missed (see the tracker docstring). The
+covers a single point, so a storm centred between two grid points can be missed at that step
+(detection rates measured per grid:
+docs/evaluation.md, "Detection on the synthetic reanalysis"). The
 2-degree wind-output radius would see only the (calm) centre cell on such a grid, so by default
 output radii are widened to 1.6 grid spacings (`DetectConfig.adapt_to_grid`; no change at
 <= 1.25 degrees). For short forecasts use the relaxed stitching (`relaxed_stitch`).

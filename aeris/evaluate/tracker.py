@@ -4,11 +4,19 @@ Semantics follow docs/evaluation.md, "Cyclone tracker" (the published ERA5 confi
 see `aeris.evaluate.config`); variables and commands are written in the TempestExtremes
 command language of `aeris.evaluate.commands`.
 
+Equivalence: distances, merge, closed contours, outputs and stitching reproduce TempestExtremes'
+arithmetic and algorithms (docs/evaluation.md, "Distances as TempestExtremes computes them" and
+"Cyclone tracker"): fields are read in single precision, node coordinates and outputs carry
+the digits TE writes to its node file, and a storm that merges into another keeps the shared
+node (StitchNodes' path generation).
+
 Resolution: the defaults are meant for 0.25-1 degree grids (ERA5 / WB2 / AI forecasts).
 On coarse grids (e.g. 2.8125 degrees, 65x128) the radii still apply in degrees: the MSL
 contour (200 Pa within 5.5 degrees) spans ~2 cells and the warm-core pivot search (1 degree)
 reduces to the node itself, so only storms whose depression and warm core are resolved by
-the grid pass; 10 m winds on such grids are much weaker than observed.
+the grid pass (detection rates measured per grid:
+docs/evaluation.md, "Detection on the synthetic reanalysis"); 10 m winds on such grids are
+much weaker than observed.
 
 Outputs are tidy DataFrames, one row per node: ``track_id, init, member, time, lead_h, lat,
 lon, <outputs>`` (msl [Pa], wind [m/s], zs [m] with the default outputs). Truth-store tracks
@@ -17,6 +25,7 @@ have ``init`` = NaT, ``member`` = -1 and ``lead_h`` = NaN. Longitudes are in [0,
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -33,13 +42,15 @@ from aeris.evaluate.commands import (COMPARISONS, G0, ClosedContour, Expr, Leaf,
                                      TrackerError, parse_closed_contours, parse_expr, parse_outputs,
                                      parse_thresholds)
 from aeris.evaluate.config import DetectConfig, StitchConfig, TrackConfig
-from aeris.evaluate.contours import (LatLonGrid, closed_contour, local_minima,
-                                     to_unit_vectors, window_reduce)
+from aeris.evaluate.contours import (LatLonGrid, chord_sq, closed_contour, deg_to_rad, grid_radians,
+                                     local_minima, te_arc_deg, te_cos_angle, te_node_coordinate,
+                                     te_output_value, te_unit_vectors, window_reduce)
 
 __all__ = ["G0", "Leaf", "Expr", "parse_expr", "ClosedContour", "OutputSpec", "Threshold",
            "parse_closed_contours", "parse_outputs", "parse_thresholds", "required_leaves",
-           "detect_nodes", "output_radius", "stitch_nodes", "track_truth", "track_forecast", "track_store",
-           "is_forecast_store", "write_tracks", "read_tracks", "TRACK_COLUMNS", "TrackerError"]
+           "detect_nodes", "output_radius", "stitch_segments", "stitch_paths", "stitch_nodes",
+           "track_truth", "track_forecast", "track_store", "is_forecast_store", "write_tracks",
+           "read_tracks", "TRACK_COLUMNS", "TrackerError"]
 
 TRACK_COLUMNS = ["track_id", "init", "member", "time", "lead_h", "lat", "lon"]
 
@@ -53,20 +64,24 @@ def required_leaves(cfg: DetectConfig) -> set[Leaf]:
 
 
 # ---- DetectNodes -----------------------------------------------------------------------------
-def _chord(deg: float) -> float:
-    return 2.0 * np.sin(np.radians(deg) / 2.0)
-
-
 def _merge(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, mergedist: float) -> np.ndarray:
-    """Keep-mask: drop a candidate if another within `mergedist` degrees is strictly deeper
-    (smaller `values`); not transitive."""
+    """Keep-mask of DetectNodes' merge: drop a candidate if another within `mergedist` degrees
+    is strictly deeper (smaller `values`); not transitive. `lat`, `lon`: the candidates' grid
+    coordinates in degrees. As in TE, "within" is a chord test on the unit vectors of the grid
+    radians: ``chord^2 <= (2 sin(0.5 mergedist / 180 pi))^2``
+    (docs/evaluation.md, "Distances as TempestExtremes computes them"); the k-d tree only
+    proposes pairs (padded radius), the exact sum decides."""
+    values = np.asarray(values)
     keep = np.ones(values.size, dtype=bool)
     if mergedist <= 0 or values.size < 2:
         return keep
-    tree = cKDTree(to_unit_vectors(lat, lon))
-    pairs = tree.query_pairs(_chord(mergedist) * (1 + 1e-12), output_type="ndarray")
+    xyz = te_unit_vectors(grid_radians(lat), grid_radians(lon))
+    chord = 2.0 * math.sin(0.5 * mergedist / 180.0 * math.pi)
+    pairs = cKDTree(xyz).query_pairs(chord * (1.0 + 1e-9) + 1e-15, output_type="ndarray")
     if pairs.size:
         a, b = pairs[:, 0], pairs[:, 1]
+        near = chord_sq(xyz[a], xyz[b]) <= chord * chord
+        a, b = a[near], b[near]
         keep[b[values[a] < values[b]]] = False
         keep[a[values[b] < values[a]]] = False
     return keep
@@ -83,10 +98,13 @@ def output_radius(dist: float, grid: LatLonGrid, adapt: bool = True) -> float:
 def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: DetectConfig) -> pd.DataFrame:
     """DetectNodes on one time step.
 
-    `fields` maps each required Leaf (see `required_leaves`) to a (lat, lon) array on `grid`.
-    Steps, in order: candidates = points with no strictly lower 4-neighbour (of the search
-    variable, negated for searchbymax); latitude/longitude limits; merge within `mergedist`;
-    closed-contour tests; outputs. Returns columns lat, lon, i, j and the output names.
+    `fields` maps each required Leaf (see `required_leaves`) to a (lat, lon) array on `grid`;
+    expressions are evaluated in the fields' precision (the stores are read as float32, as
+    TE reads them). Steps, in order: candidates = points with no strictly lower 4-neighbour
+    (of the search variable, negated for searchbymax); latitude/longitude limits; merge
+    within `mergedist`; closed-contour tests; outputs. Returns columns lat, lon (as TE writes
+    them: 6 decimals, longitude in [0, 360)), i, j and the output names (as TE writes them:
+    7 significant digits), candidates in grid order (row-major, TE's order).
     """
     by_max = bool(cfg.searchbymax)
     search = parse_expr(cfg.searchbymax if by_max else cfg.searchbymin).evaluate(fields)
@@ -107,9 +125,9 @@ def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: Detec
             sel &= lon >= cfg.minlon % 360
         if cfg.maxlon is not None:
             sel &= lon <= cfg.maxlon % 360
-    ii, jj, lat, lon = ii[sel], jj[sel], lat[sel], lon[sel]
-    keep = _merge(key[ii, jj], lat, lon, cfg.mergedist)
-    ii, jj, lat, lon = ii[keep], jj[keep], lat[keep], lon[keep]
+    ii, jj = ii[sel], jj[sel]
+    keep = _merge(key[ii, jj], grid.lat[ii], grid.lon[jj], cfg.mergedist)
+    ii, jj = ii[keep], jj[keep]
 
     contours = parse_closed_contours(cfg.closedcontourcmd)
     cfields = [c.var.evaluate(fields) for c in contours]
@@ -119,13 +137,15 @@ def detect_nodes(fields: Mapping[Leaf, np.ndarray], grid: LatLonGrid, cfg: Detec
             if not closed_contour(f, grid, int(ii[k]), int(jj[k]), c.delta, c.dist, c.minmaxdist):
                 passed[k] = False
                 break
-    ii, jj, lat, lon = ii[passed], jj[passed], lat[passed], lon[passed]
+    ii, jj = ii[passed], jj[passed]
 
-    out = pd.DataFrame({"lat": lat, "lon": lon, "i": ii, "j": jj})
+    out = pd.DataFrame({"lat": te_node_coordinate(grid.lat_rad[ii]),
+                        "lon": te_node_coordinate(grid.lon_rad[jj]) % 360.0, "i": ii, "j": jj})
     for name, spec in zip(cfg.output_names, parse_outputs(cfg.outputcmd)):
         f = spec.var.evaluate(fields)
         dist = output_radius(spec.dist, grid, cfg.adapt_to_grid)
-        out[name] = [window_reduce(f, grid, int(a), int(b), dist, spec.op) for a, b in zip(ii, jj)]
+        out[name] = np.array([te_output_value(window_reduce(f, grid, int(a), int(b), dist, spec.op))
+                              for a, b in zip(ii, jj)], dtype=float)
     return out
 
 
@@ -143,53 +163,92 @@ def _passes(track: pd.DataFrame, th: Threshold) -> bool:
     return int(ok.sum()) >= th.count
 
 
-def stitch_nodes(nodes: pd.DataFrame, cfg: StitchConfig) -> pd.DataFrame:
-    """StitchNodes (default mode) on the nodes of one time series (column ``time``).
+def stitch_segments(nodes: pd.DataFrame, cfg: StitchConfig) -> np.ndarray:
+    """TE's ``GeneratePathSegmentsSetBasic``: the successor of every node (-1 = none).
 
-    For each node, in time order, look at later node times within `maxgap_h` (times without
-    nodes do not exist here, so they are skipped), take the single nearest node there and
-    link if it is within `range` degrees, else try the next time. Paths are chained
-    first-come-first-served in time order: a node already on a path ends the newcomer's path.
-    Filters: duration (last - first time) >= `mintime_h`; each threshold counts the nodes
-    satisfying it. Returns the kept nodes with an integer ``track_id`` (0, 1, ... by start).
+    `nodes` must be sorted by time. For each node, the later node times within `maxgap_h`
+    are tried in order (times without nodes do not exist here); at each, the node nearest by
+    TE's k-d-tree chord is taken and linked if its great-circle distance (TE's
+    ``GreatCircleDistance_Deg`` of the coordinates read back with ``DegToRad``) is within
+    `range` degrees, else the next time is tried. Several nodes may link to the same one.
+    Exact ties in the chord go to the first node of the time (TE: k-d tree order).
+    """
+    succ = np.full(len(nodes), -1)
+    if nodes.empty:
+        return succ
+    times = nodes["time"].to_numpy(dtype="datetime64[ns]")
+    if np.any(np.diff(times) < np.timedelta64(0, "ns")):
+        raise TrackerError("stitch_segments needs nodes sorted by time")
+    utimes, start = np.unique(times, return_index=True)
+    stop = np.append(start[1:], len(nodes))
+    lat = deg_to_rad(nodes["lat"].to_numpy(float))
+    lon = deg_to_rad(nodes["lon"].to_numpy(float))
+    xyz = te_unit_vectors(lat, lon)
+    maxgap = np.timedelta64(int(round(cfg.maxgap_h * 3600)), "s")
+    for ti in range(len(utimes) - 1):
+        todo = np.arange(start[ti], stop[ti])
+        for tj in range(ti + 1, len(utimes)):
+            if utimes[tj] - utimes[ti] > maxgap or todo.size == 0:
+                break
+            cand = np.arange(start[tj], stop[tj])
+            # kd_nearest3: sum of (node - query)^2 over x, y, z
+            nearest = cand[np.argmin(chord_sq(xyz[cand][None, :, :], xyz[todo][:, None, :]), axis=1)]
+            deg = te_arc_deg(te_cos_angle(lat[todo], lon[todo], lat[nearest], lon[nearest]), "deg")
+            hit = deg <= cfg.range
+            succ[todo[hit]] = nearest[hit]
+            todo = todo[~hit]
+    return succ
+
+
+def stitch_paths(succ: np.ndarray) -> list[list[int]]:
+    """TE's ``GeneratePathsBasic`` on the successors of nodes in (time, candidate) order.
+
+    Nodes are visited in order; a node whose outgoing link is still unused starts a path,
+    which follows the links, using each up. A path that reaches a node whose outgoing link an
+    earlier path has already used keeps that node as its last: a storm that merges into
+    another ends on the shared node, which belongs to both paths. A node without a link
+    starts no path (paths have at least 2 nodes).
+    """
+    succ = np.asarray(succ)
+    unused = succ >= 0
+    paths = []
+    for n in range(succ.size):
+        if not unused[n]:
+            continue
+        path, cur = [n], n
+        while True:
+            nxt = int(succ[cur])
+            unused[cur] = False
+            path.append(nxt)
+            if not unused[nxt]:
+                break
+            cur = nxt
+        paths.append(path)
+    return paths
+
+
+def stitch_nodes(nodes: pd.DataFrame, cfg: StitchConfig) -> pd.DataFrame:
+    """StitchNodes (TE's default mode) on the nodes of one time series (column ``time``).
+
+    Links (`stitch_segments`), paths (`stitch_paths`: a node shared by merging storms is on
+    both paths), then the filters: duration (last - first time) >= `mintime_h` and each
+    threshold on at least its count of nodes (`all`, `first`, `last` also accepted), on the
+    node values as TE reads them from its node file. Within a time nodes keep their order
+    (TE's candidate order). Returns the kept paths' nodes with an integer ``track_id``
+    (0, 1, ... in TE's path order: by first time, then candidate); a shared node appears once
+    per path holding it.
     """
     if nodes.empty:
         return nodes.assign(track_id=pd.Series(dtype=int))
     nodes = nodes.sort_values("time", kind="stable").reset_index(drop=True)
     times = nodes["time"].to_numpy(dtype="datetime64[ns]")
-    utimes, start = np.unique(times, return_index=True)
-    stop = np.append(start[1:], len(nodes))
-    xyz = to_unit_vectors(nodes["lat"].to_numpy(float), nodes["lon"].to_numpy(float))
-    trees = [cKDTree(xyz[a:b]) for a, b in zip(start, stop)]
-    maxgap = np.timedelta64(int(round(cfg.maxgap_h * 3600)), "s")
-    rng = _chord(cfg.range) * (1 + 1e-12)
-
-    succ = np.full(len(nodes), -1)
-    for ti in range(len(utimes)):
-        todo = np.arange(start[ti], stop[ti])
-        for tj in range(ti + 1, len(utimes)):
-            if utimes[tj] - utimes[ti] > maxgap or todo.size == 0:
-                break
-            d, k = trees[tj].query(xyz[todo], k=1)
-            hit = d <= rng
-            succ[todo[hit]] = start[tj] + k[hit]
-            todo = todo[~hit]
-
-    used = np.zeros(len(nodes), dtype=bool)
     thresholds = parse_thresholds(cfg.thresholdcmd)
     mintime = np.timedelta64(int(round(cfg.mintime_h * 3600)), "s")
     kept, tid = [], 0
-    for n in range(len(nodes)):
-        if used[n]:
-            continue
-        path = [n]
-        used[n] = True
-        while succ[path[-1]] >= 0 and not used[succ[path[-1]]]:
-            path.append(succ[path[-1]])
-            used[path[-1]] = True
-        track = nodes.iloc[path]
+    for path in stitch_paths(stitch_segments(nodes, cfg)):
         if times[path[-1]] - times[path[0]] < mintime:
             continue
+        track = nodes.iloc[path]
         if all(_passes(track, th) for th in thresholds):
             kept.append(track.assign(track_id=tid))
             tid += 1
@@ -226,8 +285,16 @@ def _static_leaves(leaves: Iterable[Leaf], ds: xr.Dataset, static: xr.Dataset | 
         da = src[leaf.name]
         da = da.isel({d: 0 for d in da.dims if d not in ("latitude", "longitude")})
         da = da.sel(latitude=grid.lat, longitude=grid.lon, method="nearest")
-        out[leaf] = da.transpose("latitude", "longitude").values.astype(float) * leaf.scale
+        out[leaf] = _single(da.transpose("latitude", "longitude").values, leaf.scale)
     return out
+
+
+def _single(values: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """A field in single precision, as TempestExtremes loads every variable (scaled in double,
+    then rounded: a stored surface height in metres)."""
+    if scale == 1.0:
+        return np.asarray(values, dtype=np.float32)
+    return (np.asarray(values, dtype=np.float64) * scale).astype(np.float32)
 
 
 def _check_leaves(ds: xr.Dataset, leaves: Iterable[Leaf]) -> None:
@@ -253,7 +320,7 @@ def _step_leaves(block: xr.Dataset, leaves: Iterable[Leaf]) -> dict[Leaf, np.nda
         da = block[leaf.name]
         if leaf.level is not None:
             da = da.sel(level=leaf.level)
-        out[leaf] = da.transpose("latitude", "longitude").values.astype(float) * leaf.scale
+        out[leaf] = _single(da.transpose("latitude", "longitude").values, leaf.scale)
     return out
 
 

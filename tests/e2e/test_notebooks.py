@@ -3,6 +3,7 @@ their figures."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def stores(tmp_path_factory):
 
     fc = forecast_store(inits, 9, 2, storms).drop_vars("geopotential_at_surface")
     truth.to_zarr(tmp / "truth.zarr")
+    # the implanted-storm table a synthetic store carries (aeris.data.synthetic.storm_truth_path)
+    laura[["sid", "name", "time", "lat", "lon", "msl_hpa", "wind_kt", "basin"]].to_csv(
+        tmp / "truth.storms.csv", index=False)
     fc.to_zarr(tmp / "fc.zarr")
     return tmp
 
@@ -59,12 +63,20 @@ def images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_notebooks_are_clean():
-    for name in ("hurricane_laura.ipynb", "storm_season.ipynb"):
+def test_notebooks_are_clean_and_generated():
+    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS / "make_notebooks.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    assert sorted(make.NOTEBOOKS) == ["hurricane_laura.ipynb", "storm_season.ipynb"]
+    for name, cells in make.NOTEBOOKS.items():
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
         assert "AERIS_TRUTH_STORE" in nb.cells[1].source
+        # the committed notebook is what make_notebooks.py writes (edit that, then regenerate)
+        built = make.build(cells, name)
+        assert [(c.id, c.cell_type, c.source) for c in nb.cells] == \
+            [(c.id, c.cell_type, c.source) for c in built.cells], name
 
 
 def test_hurricane_laura_notebook_runs(stores, tmp_path):
@@ -92,3 +104,7 @@ def test_storm_season_notebook_runs(stores, tmp_path):
     assert scores.loc["relaxed", "n_detected"] == 1 and scores.loc["relaxed", "far"] == 0.0
     pairs = pd.read_csv(out / "pairs_relaxed.csv")
     assert pairs.sid.tolist() == [LAURA]
+    # the implanted storms (the store's truth table): Laura lasts >= 24 h at >= 34 kt, found
+    implanted = pd.read_csv(out / "pod_far_implanted.csv", index_col=0)
+    assert implanted.loc["relaxed", "n_observed"] == 1 and implanted.loc["relaxed", "pod"] == 1.0
+    assert implanted.loc["relaxed", "far"] == 0.0

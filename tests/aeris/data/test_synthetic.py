@@ -272,3 +272,36 @@ def test_synth_cli_refuses_to_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_storms_are_sized_for_the_grid():
+    """Radius of maximum wind max(0.5 deg, 0.6 grid spacings); the deficit is scaled so that the
+    deepest grid value is the storm's full depth; and a tropical storm (10 hPa) centred up to
+    0.4 cells off a grid point passes the published MSL closed-contour test (200 Pa within
+    5.5 deg) on the 2.8125-degree demo grid, which the former flat-core vortex (1.1 spacings)
+    failed for most positions (docs/evaluation.md, "Detection on the synthetic reanalysis")."""
+    from aeris.evaluate.contours import LatLonGrid, closed_contour
+    assert storms.storm_radius_deg(0.25) == 0.5 and storms.storm_radius_deg(2.8125) == pytest.approx(1.6875)
+    with pytest.raises(ValueError, match="spacing"):
+        storms.storm_radius_deg(0.0)
+    lat, lon = np.linspace(90, -90, 65), np.arange(128) * 2.8125
+    vgrid, grid = storms.VortexGrid(lat, lon), LatLonGrid(lat, lon)
+
+    def passed(rm, dp_hpa):
+        out = []
+        for i0 in (22, 25, 40):                       # 28.1 N, 19.7 N, 22.5 S
+            for fy in np.linspace(0.0, 0.4, 5):
+                for fx in np.linspace(0.0, 0.5, 6):
+                    _, deficit, *_ = vgrid.vortex(lat[i0] - 2.8125 * fy, lon[100] + 2.8125 * fx, rm,
+                                                  rows=slice(None))
+                    scaled = storms.grid_depth_scale(deficit) * deficit
+                    assert scaled.max() == pytest.approx(1.0)
+                    msl = (101000.0 - 100.0 * dp_hpa * scaled).astype(np.float32)
+                    i, j = np.unravel_index(np.argmin(msl), msl.shape)
+                    assert msl[i, j] == pytest.approx(101000.0 - 100.0 * dp_hpa, abs=0.01)
+                    out.append(closed_contour(msl, grid, int(i), int(j), 200.0, 5.5))
+        return np.mean(out)
+
+    rm = storms.storm_radius_deg(2.8125)
+    assert passed(rm, 10.0) == 1.0 and passed(rm, 50.0) == 1.0
+    assert passed(1.1 * 2.8125, 10.0) < 0.5
