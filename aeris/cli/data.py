@@ -27,10 +27,11 @@ def add_parser(subparsers) -> None:
     s.set_defaults(func=run_synth)
 
     s = sub.add_parser("stats", help="per-channel mean/std of fields and dt-differences (training period)",
-                       description="Compute the normalisation statistics of data.path over "
-                                   "data.train_period and save them to data.stats "
-                                   "[default: <data.path>.stats.nc].")
+                       description="Compute the normalisation statistics of data.path (a path or a URL) over "
+                                   "data.train_period in blocks of times on a Dask cluster, and save them "
+                                   "to data.stats [default: <data.path>.stats.nc].")
     add_config_args(s)
+    _add_cluster_args(s)
     s.set_defaults(func=run_stats)
 
     s = sub.add_parser("prepare", help="build the prepared (window-chunked, standardised) training store",
@@ -42,6 +43,7 @@ def add_parser(subparsers) -> None:
                    help="model window, e.g. 8x8 [default: model.window of the config]")
     s.add_argument("--overwrite", action="store_true", help="rebuild even if a store with another config exists")
     s.add_argument("--compressor", choices=["none", "zstd"], default="none", help="chunk codec [none]")
+    _add_cluster_args(s)
     s.set_defaults(func=run_prepare)
 
     s = sub.add_parser("info", help="summarise a store (variables, levels, grid, times, synthetic?)",
@@ -50,6 +52,15 @@ def add_parser(subparsers) -> None:
     s.add_argument("path", nargs="?", default=None, help="store path or URL [default: data.path of the config]")
     add_config_args(s)
     s.set_defaults(func=run_info)
+
+
+def _add_cluster_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--scheduler", default=None, metavar="WHERE",
+                   help="Dask scheduler: local (a LocalCluster of worker processes), threads, serial (this "
+                        "process), an address tcp://host:8786, or a scheduler file written by dask-jobqueue / "
+                        "dask-mpi [default: data.scheduler, local]")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="workers of a local/threads cluster [default: data.workers; 0 = the cores]")
 
 
 def _fail(e: Exception) -> int:
@@ -74,8 +85,8 @@ def run_stats(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     from aeris.data.stats import compute_and_save_stats, load_stats
     try:
-        path = compute_and_save_stats(cfg.data)
-    except ValueError as e:
+        path = compute_and_save_stats(cfg.data, scheduler=args.scheduler, workers=args.workers)
+    except (ValueError, OSError, TimeoutError) as e:
         return _fail(e)
     st = load_stats(path)
     print(f"statistics: {path}")
@@ -104,18 +115,22 @@ def parse_window(text: str | None, cfg: Config) -> tuple[int, int]:
 
 def run_prepare(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
-    from aeris.data.prepared import PreparedStore, prepare
+    from aeris.data.prepared import prepare, read_prepared_record
     try:
         window = parse_window(args.window, cfg)
-        path = prepare(cfg.data, window, overwrite=args.overwrite, compressor=args.compressor)
-    except ValueError as e:
+        path = prepare(cfg.data, window, overwrite=args.overwrite, compressor=args.compressor,
+                       scheduler=args.scheduler, workers=args.workers)
+        r = read_prepared_record(path)
+    except (ValueError, OSError, TimeoutError) as e:
         return _fail(e)
-    st = PreparedStore(path)
     print(f"prepared store: {path}")
-    print(f"  grid {st.grid[0]}x{st.grid[1]}, window {st.window[0]}x{st.window[1]}, "
-          f"chunk tile {st.tile[0]}x{st.tile[1]}, {len(st.times)} times")
-    print(f"  channels ({len(st.channels)}): {' '.join(st.channels)}")
-    print(f"  forcings: {' '.join(st.forcing_channels) or '-'}; static: {' '.join(st.static_channels) or '-'}")
+    print(f"  grid {r['grid'][0]}x{r['grid'][1]}, window {r['window'][0]}x{r['window'][1]}, "
+          f"chunk tile {r['tile'][0]}x{r['tile'][1]}, {r['n_times']} times")
+    print(f"  channels ({len(r['channels'])}): {' '.join(r['channels'])}")
+    print(f"  forcings: {' '.join(r['forcing_channels']) or '-'}; static: {' '.join(r['static_channels']) or '-'}")
+    for key in ("skipped_times", "missing_times"):
+        if r.get(key):
+            print(f"  {key.replace('_', ' ')} ({len(r[key])}): {'; '.join(r[key][:5])}{' ...' if len(r[key]) > 5 else ''}")
     return 0
 
 

@@ -37,12 +37,28 @@ class DataConfig:
     test_period: list[str] = doc(["2020-09-23", "2020-09-30"], "test period [start, end], ISO dates, inclusive")
     fill_nan_with_min: list[str] = doc(["sea_surface_temperature"],
                                        "variables whose NaNs (e.g. SST over land) are filled with the field minimum")
+    on_bad_data: str = doc("error", "error | skip: a source time with a NaN/inf field, or missing from the store's "
+                                    "time grid, stops `aeris data stats|prepare` with an error naming variable "
+                                    "and time, or ('skip') is left out and recorded (skipped_times, missing_times)")
+    # docs/data.md, "Preparing ERA5 on a cluster"
+    scheduler: str = doc("local", "where `aeris data stats|prepare` run: local (a Dask LocalCluster of worker "
+                                  "processes), threads (a LocalCluster of threads), serial (this process), a "
+                                  "scheduler address tcp://host:8786, or a scheduler file (dask-jobqueue, "
+                                  "dask-mpi); a job of one block runs in this process")
+    workers: int = doc(0, "workers of a local/threads cluster for `aeris data stats|prepare` (0 = the cores)")
+    block_times: int = doc(0, "times per task of `aeris data stats|prepare` (0 = about 64 MiB of fields, at "
+                              "most 64 times: 1 at 0.25 deg)")
 
     def __post_init__(self) -> None:
         if self.drop_lat_row not in ("first", "last", "none"):
             raise ValueError(f"data.drop_lat_row must be first|last|none, got {self.drop_lat_row!r}")
         if self.dt_hours <= 0:
             raise ValueError(f"data.dt_hours must be positive, got {self.dt_hours}")
+        if self.on_bad_data not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_data must be error|skip, got {self.on_bad_data!r}")
+        if self.workers < 0 or self.block_times < 0:
+            raise ValueError(f"data.workers and data.block_times must be >= 0 (0 = automatic), "
+                             f"got {self.workers} and {self.block_times}")
 
 
 @dataclass

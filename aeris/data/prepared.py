@@ -21,7 +21,16 @@ tiles that hold its tokens, with byte-range reads of the shard (see `PreparedSto
 
 The attrs record the source, channels, grid, window, tile and statistics; `prepare` refuses
 to reuse a store whose record differs from what the config asks (pass ``overwrite=True``).
-Written atomically: built under a temporary name, then renamed.
+
+Building runs in blocks of times on a Dask cluster (docs/data.md, "Preparing ERA5 on a cluster"):
+each task (`prepare_block`) reads its block from the source (local or an fsspec URL),
+standardises it, writes the whole shards of its times (no two tasks write one shard), and only
+then marks the block complete in the progress folder ``.<name>.progress`` beside the store. A
+build that stops is resumed by the next call with the same configuration: complete blocks
+are skipped. The record is written last, so a store without it is not a prepared store; a
+local store is built under ``.<name>.partial`` and renamed into place, a store at a URL is
+built in place (object stores have no rename). The result does not depend on the number of
+workers: it is the bytes of the one-process run.
 """
 
 from __future__ import annotations
@@ -29,30 +38,38 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 import zarr
-from tqdm.auto import tqdm
 from zarr.storage import LocalStore, WrapperStore
 
+from aeris.data.cluster import Cluster
 from aeris.data.config import DataConfig
 from aeris.data.lexicon import canonical_name
+from aeris.data.location import Location
 from aeris.data.normalize import safe_std
+from aeris.data.source import (
+    ConfigSource, auto_block_times, bad_data_message, bad_times, block_chunks, check_times, describe_channel,
+    missing_message, missing_times, read_channels, stored_time_chunk, time_blocks, times_fingerprint,
+)
 from aeris.data.stats import (
-    channel_sets, compute_and_save_stats, load_stats, open_config_store, stats_for, stats_path,
+    channel_sets, compute_and_save_stats, load_stats, stats_exists, stats_for, stats_path,
 )
-from aeris.data.store import (
-    DataError, drop_row, fill_nan_with_min, is_remote, model_grid, model_latitudes, select_channels,
-    select_period,
-)
+from aeris.data.store import DataError, drop_row, is_remote, model_grid, model_latitudes, select_period
 
 __all__ = ["prepare", "ensure_prepared", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
-           "record_differences", "FORMAT"]
+           "record_differences", "read_prepared_record", "prepare_block", "PrepareJob", "write_shard",
+           "shard_key", "encode_raw_shard", "raw_shard_parts", "FORMAT", "PLAN_FORMAT"]
 
 FORMAT = "aeris-prepared/1"
+PLAN_FORMAT = "aeris-prepare-plan/1"   # the plan of a build in progress (resuming checks it)
 # record keys that must agree for a prepared store to be reused (window/tile only by `prepare`)
 _CONFIG_KEYS = ("source", "channels", "forcing_channels", "static_channels", "drop_lat_row",
                 "dt_hours", "fill_nan_with_min")
@@ -357,168 +374,447 @@ def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axis: int) ->
     return ((x.astype(np.float64) - mean.reshape(shape)) / safe_std(std).reshape(shape)).astype(np.float32)
 
 
-def _check_finite(block: np.ndarray, channels: list[str], times: np.ndarray | None, what: str) -> None:
-    bad = ~np.isfinite(block)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        if times is None:
-            raise DataError(f"NaN/inf in {what} channel {channels[idx[0]]!r}")
-        raise DataError(f"NaN/inf in {what} channel {channels[idx[1]]!r} at time "
-                        f"{np.datetime_as_string(times[idx[0]], unit='h')} (set data.fill_nan_with_min "
-                        f"for variables with NaNs such as sst over land)")
+def _standardise_into(out: np.ndarray, x: np.ndarray, mean: float, std: float) -> None:
+    """out[...] = float32((float64(x) - mean) / std): the arithmetic of `_standardise`, one
+    channel at a time (a float64 copy of one channel, not of the block)."""
+    s = float(safe_std(np.array([std]))[0])
+    np.divide(np.subtract(x, np.float64(mean), dtype=np.float64), s, out=out, casting="same_kind",
+              dtype=np.float64)
+
+
+@dataclass
+class PrepareJob:
+    """What every block task of `prepare` needs (sent to the workers once)."""
+
+    source: ConfigSource
+    build: Location              # the zarr group being written
+    progress: Location           # plan.json, skeleton.done, blocks/<start>-<stop>.done|.skipped.json
+    prog: list[str]
+    forc: list[str]
+    fill: list[str]
+    keep: np.ndarray             # positions (in the source) of the store's times
+    times: np.ndarray            # the store's times before any skip
+    drop_lat_row: str
+    tile: tuple[int, int]
+    raw: bool                    # uncompressed: shards written directly
+    mean: dict                   # array name -> per-channel mean (float64)
+    std: dict
+    on_bad_data: str = "error"
+    skeleton: str = ""           # the id of the store's skeleton (zarr handles of another are stale)
+
+
+_ARRAYS: dict[tuple[str, str, str], object] = {}
+_ARRAYS_LOCK = threading.Lock()
+
+
+def _zarr_array(job: PrepareJob, name: str):
+    """The zarr array `name` of the store being built, opened once per process and skeleton."""
+    with _ARRAYS_LOCK:
+        key = (job.build.url, name, job.skeleton)
+        if key not in _ARRAYS:
+            if len(_ARRAYS) >= 16:
+                _ARRAYS.pop(next(iter(_ARRAYS)))
+            _ARRAYS[key] = zarr.open_array(store=job.build.zarr_store(), path=name, mode="r+")
+        return _ARRAYS[key]
+
+
+def shard_key(name: str, t: int | None) -> str:
+    """The object holding time step `t` of array `name` (``None``: the static array's one shard)."""
+    return f"{name}/c/0/0/0" if t is None else f"{name}/c/{int(t)}/0/0/0"
+
+
+def write_shard(job: PrepareJob, name: str, t: int | None, field: np.ndarray) -> None:
+    """Write the whole shard of time `t` (or the static one) of array `name`: a float32 (C, H, W)."""
+    if job.raw:
+        job.build.child(shard_key(name, t)).write_bytes(raw_shard_parts(field, job.tile), atomic=False)
+    elif t is None:
+        _zarr_array(job, name)[:] = field
+    else:
+        _zarr_array(job, name)[t:t + 1] = field[None]
+
+
+def _block_fields(job: PrepareJob, ds: xr.Dataset, name: str, chans: list[str], sel: np.ndarray,
+                  seconds: dict) -> np.ndarray:
+    """Standardised float32 (T, C, H, W) of `chans` at source positions `sel`."""
+    t0 = time.perf_counter()
+    fields = read_channels(ds, chans, sel, job.fill)
+    t1 = time.perf_counter()
+    seconds["source_bytes"] += sum(int(x.nbytes) for x in fields)
+    first = drop_row(fields[0], job.drop_lat_row)
+    out = np.empty((len(sel), len(chans), *first.shape[-2:]), dtype=np.float32)
+    for c, x in enumerate(fields):
+        _standardise_into(out[:, c], drop_row(x, job.drop_lat_row), job.mean[name][c], job.std[name][c])
+    seconds["read"] += t1 - t0
+    seconds["standardise"] += time.perf_counter() - t1
+    return out
+
+
+def prepare_block(job: PrepareJob, block: tuple[int, int]) -> dict:
+    """Read, standardise, check and write the store's times ``block = (start, stop)``; then mark
+    the block complete (after all its shards are written). Returns the skipped times and the
+    seconds spent reading, standardising and writing."""
+    a, b = block
+    ds = job.source.dataset()
+    sel = job.keep[a:b]
+    seconds = {"read": 0.0, "standardise": 0.0, "write": 0.0, "source_bytes": 0}
+    fields, bad = {}, {}
+    for name, chans in (("state", job.prog), ("forcing", job.forc)):
+        if not chans:
+            continue
+        fields[name] = out = _block_fields(job, ds, name, chans, sel, seconds)
+        for k, ch in bad_times([out[:, c] for c in range(len(chans))], chans).items():
+            bad.setdefault(k, (name, ch))
+    if bad and job.on_bad_data != "skip":
+        k, (name, ch) = next(iter(sorted(bad.items())))
+        raise DataError(bad_data_message(f"{name} ", ch, job.times[a + k]))
+    t0 = time.perf_counter()
+    for k in range(len(sel)):
+        if k not in bad:
+            for name, out in fields.items():
+                write_shard(job, name, a + k, out[k])
+    skipped = [[a + k, f"{np.datetime64(job.times[a + k], 'ns')}: NaN/inf in {name} {describe_channel(ch)}"]
+               for k, (name, ch) in sorted(bad.items())]
+    marker = job.progress.child(f"blocks/{a:010d}-{b:010d}" + (".skipped.json" if skipped else ".done"))
+    marker.write_bytes(json.dumps(skipped).encode() if skipped else b"")
+    seconds["write"] += time.perf_counter() - t0
+    source_bytes = seconds.pop("source_bytes")
+    return {"block": [a, b], "skipped": skipped, "seconds": seconds, "source_bytes": int(source_bytes),
+            "written_bytes": int(sum(f[0].nbytes for f in fields.values()) * (len(sel) - len(bad)))}
+
+
+def _done_blocks(progress: Location) -> tuple[set[int], dict[int, list]]:
+    """Positions of the store's times in complete blocks, and the skipped ones among them."""
+    done: set[int] = set()
+    skipped: dict[int, list] = {}
+    folder = progress.child("blocks")
+    for name in folder.listdir():
+        if name.startswith(".") or not (name.endswith(".done") or name.endswith(".skipped.json")):
+            continue
+        a, b = (int(v) for v in name.split(".", 1)[0].split("-"))
+        done.update(range(a, b))
+        if name.endswith(".skipped.json"):
+            for pos, reason in folder.child(name).read_json():
+                skipped[int(pos)] = [int(pos), reason]
+    return done, skipped
 
 
 def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | None = None,
-            overwrite: bool = False, compressor: str = "none", times_per_write: int = 8,
-            progress: bool = True) -> Path:
-    """Build (or reuse) the prepared store of `cfg` for model window ``(ws_h, ws_w)``; returns its path.
+            overwrite: bool = False, compressor: str = "none", block_times: int | None = None,
+            progress: bool = True, scheduler: str | None = None, workers: int | None = None,
+            client=None, cluster: Cluster | None = None, report: dict | None = None,
+            times_per_write: int | None = None) -> Path | str:
+    """Build (or reuse, or resume) the prepared store of `cfg` for model window ``(ws_h, ws_w)``.
 
     Statistics come from `stats_path(cfg)` (computed over the training period when missing).
     The store holds every source time between the earliest period start and the latest period
     end. An existing store is reused when its record matches; otherwise `DataError` (or rebuilt
-    with ``overwrite=True``).
+    with ``overwrite=True``). An interrupted build of the same configuration is resumed: the
+    blocks already complete are skipped.
+
+    The blocks run on ``scheduler`` / ``workers`` (defaults ``cfg.scheduler`` /
+    ``cfg.workers``; see `aeris.data.cluster.Cluster`), on an existing Dask `client`, or on a
+    `cluster`. block_times: times per block (default ``cfg.block_times``; 0 = automatic).
+    report: a dict filled with what this call did (blocks run and skipped as complete, bytes
+    read and written, seconds per stage summed over the tasks, wall seconds of the blocks).
+    Returns the store's path (a str for a URL). times_per_write: the former name of block_times.
     """
+    if block_times is None and times_per_write is not None:
+        block_times = times_per_write
     window = (int(window[0]), int(window[1]))
     tile = (window[0] // 2, window[1] // 2) if tile is None else (int(tile[0]), int(tile[1]))
     if min(tile) < 1 or window[0] % tile[0] or window[1] % tile[1]:
         raise DataError(f"tile {tile} must divide the window {window}")
-    out = Path(prepared_path(cfg))
-    spath = Path(stats_path(cfg))
-    stats = load_stats(spath) if spath.exists() else load_stats(compute_and_save_stats(cfg))
+    codecs = _codecs(compressor)
+    own = cluster is None
+    cluster = cluster or Cluster(scheduler or cfg.scheduler, cfg.workers if workers is None else workers,
+                                 client=client)
+    try:
+        return _prepare(cfg, window, tile, overwrite, compressor, codecs,
+                        cfg.block_times if block_times is None else int(block_times), progress, cluster,
+                        {} if report is None else report)
+    finally:
+        if own:
+            cluster.close()
+
+
+def _prepare(cfg, window, tile, overwrite, compressor, codecs, block_times, progress, cluster,
+             report: dict) -> Path | str:
+    out = Location(prepared_path(cfg))
+    spath = stats_path(cfg)
+    if not stats_exists(spath):
+        compute_and_save_stats(cfg, cluster=cluster, progress=progress)
+    stats = load_stats(spath)
     expected = expected_record(cfg, stats) | {"window": list(window), "tile": list(tile)}
 
     prog, forc, stat = channel_sets(cfg)
-    ds = open_config_store(cfg)
+    source = ConfigSource(cfg)
+    ds = source.dataset()
     n_lat, n_lon = ds.sizes["latitude"], ds.sizes["longitude"]
     H, W = model_grid(n_lat, n_lon, cfg.drop_lat_row, window)
+    if H % tile[0] or W % tile[1]:
+        raise DataError(f"model grid {H}x{W} is not divisible by the tile {tile[0]}x{tile[1]}")
     times_all = ds["time"].values.astype("datetime64[ns]")
-    keep = np.nonzero(select_period(times_all, _periods_range(cfg)))[0]
+    check_times(times_all, str(cfg.path))
+    periods = _periods_range(cfg)
+    keep = np.nonzero(select_period(times_all, periods))[0]
     if keep.size == 0:
-        raise DataError(f"no time of {cfg.path} lies in the configured periods {_periods_range(cfg)}")
+        raise DataError(f"no time of {cfg.path} lies in the configured periods {periods}")
     times = times_all[keep]
+    gaps = missing_times(times)
+    if gaps.size and cfg.on_bad_data != "skip":
+        raise DataError(missing_message(gaps, times, f"the periods {periods}"))
 
-    if out.exists():
-        if not overwrite:
-            try:
-                existing = PreparedStore(out)
-            except DataError as e:
-                raise DataError(f"{out} exists but is not a usable prepared store ({e}); "
-                                f"use overwrite=True") from e
-            diffs = record_differences(existing.record, expected)
-            if not np.array_equal(existing.times, times):
-                diffs.append(f"times: recorded {len(existing.times)} from {existing.times[0]}, "
-                             f"expected {len(times)} from {times[0]}")
-            if diffs:
-                raise DataError(f"the prepared store {out} was built with a different configuration: "
-                                + "; ".join(diffs) + " (rebuild with overwrite=True / --overwrite)")
-            return out
+    final = _read_prepared_record(out)
+    if final is not None and not overwrite:
+        diffs = record_differences(final[0], expected)
+        skipped = [s.split(": ", 1)[0] for s in final[0].get("skipped_times", [])]
+        if skipped and cfg.on_bad_data != "skip":
+            diffs.append(f"built with data.on_bad_data=skip: {len(skipped)} time(s) skipped ({skipped[:3]}...)")
+        want = np.setdiff1d(times, np.asarray(skipped, dtype="datetime64[ns]"))
+        if not np.array_equal(final[1], want):
+            diffs.append(f"times: recorded {len(final[1])} from {final[1][0] if len(final[1]) else '-'}, "
+                         f"expected {len(want)} from {want[0] if len(want) else '-'}")
+        if diffs:
+            raise DataError(f"the prepared store {out} was built with a different configuration: "
+                            + "; ".join(diffs) + " (rebuild with overwrite=True / --overwrite)")
+        partial = out.sibling(f".{out.name}.partial")
+        stale = out.sibling(f".{out.name}.progress")
+        if stale.exists() and (out.remote or not partial.exists()):
+            stale.remove()   # the store is complete: its build stopped just before this cleanup
+        report.update(reused=True, blocks_run=0)
+        return _result(out)
+    if final is None and out.exists() and not overwrite and not out.remote:
+        raise DataError(f"{out} exists but is not a usable prepared store (no {FORMAT} record); "
+                        f"use overwrite=True / --overwrite")
 
-    fill = {canonical_name(v) for v in cfg.fill_nan_with_min}
-    src = ds.assign({v: fill_nan_with_min(ds[v]) for v in fill if v in ds.data_vars})
+    record = expected | {
+        "format": FORMAT, "grid": [H, W], "source_grid": [n_lat, n_lon], "normalised": True,
+        "stats_file": str(spath), "compressor": compressor, "levels": [int(v) for v in cfg.levels],
+        "time_range": [str(times[0]), str(times[-1])], "n_times": int(len(times)),
+        # the periods the store was built for: a split reaching outside them must not
+        # silently lose samples (ForecastDataset checks)
+        "periods_range": periods,
+        "synthetic": "synthetic" in json.dumps(ds.attrs, default=str).lower(),
+        "computed_forcings": [v for v in ds.data_vars
+                              if "aeris.data.forcings" in str(ds[v].attrs.get("source", ""))],
+        "missing_times": [str(t) for t in gaps], "skipped_times": [],
+    }
+    build = out if out.remote else out.sibling(f".{out.name}.partial")
+    prog_loc = out.sibling(f".{out.name}.progress")
     srec = expected["stats"]
-    codecs = _codecs(compressor)
-    raw = codecs is None  # uncompressed shards are written directly (zarr's per-chunk encode is slow)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    job = PrepareJob(
+        source=source, build=build, progress=prog_loc, prog=prog, forc=forc,
+        fill=sorted({canonical_name(v) for v in cfg.fill_nan_with_min}), keep=keep, times=times,
+        drop_lat_row=cfg.drop_lat_row, tile=tile, raw=codecs is None,
+        mean={"state": _col(srec, prog, "mean"), "forcing": _col(srec, forc, "mean")},
+        std={"state": _col(srec, prog, "std"), "forcing": _col(srec, forc, "std")},
+        on_bad_data=cfg.on_bad_data)
+    bt = block_times or auto_block_times(max(len(prog) + len(forc), 1), n_lat, n_lon,
+                                         chunk=stored_time_chunk(ds))
+    k0 = int(keep[0])  # keep is a run of positions: blocks line up with the source's chunks
+    blocks_all = [(a - k0, b - k0) for a, b in time_blocks(k0, k0 + len(times), bt)]
+    job.source = ConfigSource(cfg, time_chunks=block_chunks(len(times_all), bt), times=times_all)
+    plan = json.loads(json.dumps({"format": PLAN_FORMAT, "out": out.url, "build": build.url, "record": record,
+                                  "times_sha256": times_fingerprint(times)}, default=str))
+    _start_or_resume(job, plan, overwrite, out)
+    mark = prog_loc.child("skeleton.done")
+    if mark.exists():
+        job.skeleton = mark.read_bytes().decode()
+    else:
+        build.remove()
+        job.skeleton = uuid.uuid4().hex
+        _skeleton(job, ds, record, codecs, stat, srec, H, W)
+        mark.write_bytes(job.skeleton.encode())
+
+    done, skipped = _done_blocks(prog_loc)
+    blocks = [blk for blk in blocks_all if not set(range(*blk)) <= done]
+    n_blocks = len(blocks_all)
+    t0 = time.perf_counter()
+    results = cluster.run(prepare_block, job, blocks, desc=f"prepare {out.name}", progress=progress,
+                          done=n_blocks - len(blocks))
+    wall = time.perf_counter() - t0
+    for r in results:
+        for pos, reason in r["skipped"]:
+            skipped[int(pos)] = [int(pos), reason]
+    _finalise(job, record, sorted(skipped.values()), out, build)
+    prog_loc.remove()
+    report.update(reused=False, block_times=bt, blocks=n_blocks, blocks_run=len(blocks),
+                  blocks_resumed=n_blocks - len(blocks), wall_s=wall,
+                  source_bytes=sum(r["source_bytes"] for r in results),
+                  written_bytes=sum(r["written_bytes"] for r in results),
+                  seconds={k: sum(r["seconds"][k] for r in results) for k in ("read", "standardise", "write")},
+                  skipped_times=[r for _, r in sorted(skipped.values())])
+    return _result(out)
+
+
+def _result(out: Location) -> Path | str:
+    return out.url if out.remote else Path(out.url)
+
+
+def _start_or_resume(job: PrepareJob, plan: dict, overwrite: bool, out: Location) -> None:
+    """Resume an interrupted build of the same plan; refuse one of another plan (or, with
+    overwrite, discard it); else start afresh, the plan written first, so that everything
+    written later belongs to it. overwrite never resumes: it rebuilds from nothing."""
+    plan_loc = job.progress.child("plan.json")
+    old = plan_loc.read_json() if plan_loc.exists() else None
+    if old == plan and not overwrite:
+        return
+    if old is not None and not overwrite:
+        diffs = record_differences(old.get("record", {}), plan["record"])
+        if old.get("times_sha256") != plan["times_sha256"]:
+            diffs.append("times differ")
+        raise DataError(f"an interrupted `aeris data prepare` of {out} for another configuration is at "
+                        f"{job.progress} ({'; '.join(diffs) or 'another plan'}): rerun with --overwrite "
+                        f"to discard it")
+    if job.build == out and out.exists() and not (overwrite or old is not None):
+        raise DataError(f"{out} exists but is not a usable prepared store (no {FORMAT} record); "
+                        f"use overwrite=True / --overwrite")
+    job.progress.remove()
+    job.build.remove()   # ours: the partial build, or at a URL the store being rebuilt in place
+    plan_loc.write_json(plan)
+
+
+def _skeleton(job: PrepareJob, ds: xr.Dataset, record: dict, codecs, stat: list[str], srec: dict,
+              H: int, W: int) -> None:
+    """The group, its coordinates, the empty state/forcing arrays and the static fields."""
+    group = zarr.open_group(job.build.zarr_store(), mode="w", zarr_format=3)
+    n = len(job.times)
+    _coord(group, "time", job.times.astype(np.int64), ("time",),
+           {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"})
+    _coord(group, "latitude", model_latitudes(ds["latitude"].values, job.drop_lat_row), ("latitude",),
+           {"units": "degrees_north"})
+    _coord(group, "longitude", ds["longitude"].values.astype(np.float64), ("longitude",),
+           {"units": "degrees_east"})
+    dims = ("time", "channel", "latitude", "longitude")
+    for name, chans in (("state", job.prog), ("forcing", job.forc)):
+        arr = group.create_array(
+            name, shape=(n, len(chans), H, W), dtype="float32",
+            chunks=(1, max(len(chans), 1), *job.tile), shards=(1, max(len(chans), 1), H, W),
+            compressors=codecs, fill_value=np.nan, dimension_names=dims)
+        arr.attrs["channels"] = chans
+        if arr.metadata.encode_chunk_key((3, 0, 0, 0)) != shard_key(name, 3).split("/", 1)[1]:
+            raise DataError(f"unexpected zarr chunk key encoding {arr.metadata.chunk_key_encoding}")
+    sarr = group.create_array(
+        "static", shape=(len(stat), H, W), dtype="float32", chunks=(max(len(stat), 1), *job.tile),
+        shards=(max(len(stat), 1), H, W), compressors=codecs, fill_value=np.nan,
+        dimension_names=("channel", "latitude", "longitude"))
+    sarr.attrs["channels"] = stat
+    if stat:
+        fields = read_channels(ds, stat, None, job.fill)
+        block = np.stack([drop_row(np.asarray(x), job.drop_lat_row) for x in fields])
+        block = _standardise(block, _col(srec, stat, "mean"), _col(srec, stat, "std"), 0)
+        for c, ch in enumerate(stat):
+            if not np.isfinite(block[c]).all():
+                raise DataError(f"NaN/inf in static {describe_channel(ch)} (a static field cannot be skipped; "
+                                f"list its variable in data.fill_nan_with_min if NaNs are expected)")
+        write_shard(job, "static", None, block)
+
+
+def _finalise(job: PrepareJob, record: dict, skipped: list, out: Location, build: Location) -> None:
+    """Leave out the skipped times, then write the record (the store's last write) and, for a
+    local store, rename the finished build into place."""
+    positions = [int(p) for p, _ in skipped]
+    kept = np.delete(job.times, positions)
+    names = [n for n, chans in (("state", job.prog), ("forcing", job.forc)) if chans]
+    if positions:
+        _compact(job, names, positions)
+    group = zarr.open_group(build.zarr_store(), mode="r+")
+    if positions:
+        if group["time"].shape[0] != kept.size:
+            _coord(group, "time", kept.astype(np.int64), ("time",),
+                   {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}, overwrite=True)
+        for name in ("state", "forcing"):
+            arr = group[name]
+            if arr.shape[0] != kept.size:
+                arr.resize((kept.size, *arr.shape[1:]))
+    if kept.size == 0:
+        raise DataError("every time of the store was skipped as bad data")
+    final = record | {"skipped_times": [r for _, r in skipped], "n_times": int(kept.size),
+                      "time_range": [str(kept[0]), str(kept[-1])]}
+    group.attrs.update(final)
+    if build == out:
+        return
+    if out.exists():  # overwrite: swap in the new store, then remove the old one
+        old = out.sibling(f".{out.name}.old-{os.getpid()}")
+        out.move_to(old)
+        build.move_to(out)
+        old.remove()
+    else:
+        build.move_to(out)
+
+
+def _compact(job: PrepareJob, names: list[str], positions: list[int]) -> None:
+    """Close the gaps of the skipped times: the shards after the first one move down (through a
+    staging folder, in two phases each marked when done, so an interrupted move resumes)."""
+    n = len(job.times)
+    gone = set(positions)
+    new = np.cumsum([0 if i in gone else 1 for i in range(n)]) - 1
+    first = min(positions)
+    a_done, b_done = job.progress.child("compact-a.done"), job.progress.child("compact-b.done")
+    if b_done.exists():
+        return
+    if not a_done.exists():
+        for i in range(first, n):
+            for name in names:
+                src = job.build.child(shard_key(name, i))
+                if i in gone:
+                    src.remove()
+                elif src.exists():
+                    src.move_to(job.build.child(f"{name}/staged/{int(new[i])}"))
+        a_done.write_bytes(b"")
+    for name in names:
+        staged = job.build.child(f"{name}/staged")
+        for j in staged.listdir():
+            if j.isdigit():
+                staged.child(j).move_to(job.build.child(shard_key(name, int(j))))
+        staged.remove()
+        if not job.build.remote:  # the emptied folders of the moved shards
+            for i in range(int(new[-1]) + 1, n):
+                shutil.rmtree(Path(job.build.url) / name / "c" / str(i), ignore_errors=True)
+    b_done.write_bytes(b"")
+
+
+def _read_prepared_record(out: Location) -> tuple[dict, np.ndarray] | None:
+    """(record, times) of a complete prepared store at `out`; None when there is none."""
+    if not out.child("zarr.json").exists():
+        return None
     try:
-        group = zarr.open_group(LocalStore(str(tmp)), mode="w", zarr_format=3)
-        record = expected | {
-            "format": FORMAT, "grid": [H, W], "source_grid": [n_lat, n_lon], "normalised": True,
-            "stats_file": str(spath), "compressor": compressor, "levels": [int(v) for v in cfg.levels],
-            "time_range": [str(times[0]), str(times[-1])], "n_times": int(len(times)),
-            # the periods the store was built for: a split reaching outside them must not
-            # silently lose samples (ForecastDataset checks)
-            "periods_range": _periods_range(cfg),
-            "synthetic": "synthetic" in json.dumps(ds.attrs, default=str).lower(),
-            "computed_forcings": [v for v in ds.data_vars
-                                  if "aeris.data.forcings" in str(ds[v].attrs.get("source", ""))],
-        }
-        _coord(group, "time", times.astype(np.int64), ("time",),
-               {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"})
-        _coord(group, "latitude", model_latitudes(ds["latitude"].values, cfg.drop_lat_row), ("latitude",),
-               {"units": "degrees_north"})
-        _coord(group, "longitude", ds["longitude"].values.astype(np.float64), ("longitude",),
-               {"units": "degrees_east"})
-        dims = ("time", "channel", "latitude", "longitude")
-        for name, chans in (("state", prog), ("forcing", forc)):
-            arr = group.create_array(
-                name, shape=(len(times), len(chans), H, W), dtype="float32",
-                chunks=(1, max(len(chans), 1), *tile), shards=(1, max(len(chans), 1), H, W),
-                compressors=codecs, fill_value=np.nan, dimension_names=dims)
-            arr.attrs["channels"] = chans
-        sarr = group.create_array(
-            "static", shape=(len(stat), H, W), dtype="float32", chunks=(max(len(stat), 1), *tile),
-            shards=(max(len(stat), 1), H, W), compressors=codecs, fill_value=np.nan,
-            dimension_names=("channel", "latitude", "longitude"))
-        sarr.attrs["channels"] = stat
-
-        if stat:
-            sfields = select_channels(src, stat).transpose("channel", "latitude", "longitude")
-            block = drop_row(np.asarray(sfields.values), cfg.drop_lat_row)
-            block = _standardise(block, _col(srec, stat, "mean"), _col(srec, stat, "std"), 0)
-            _check_finite(block, stat, None, "static")
-            _write(sarr, None, block, tile, raw)
-        pstack = select_channels(src, prog) if prog else None
-        fstack = select_channels(src, forc) if forc else None
-        step = max(1, int(times_per_write))
-        for a in tqdm(range(0, len(times), step), desc=f"prepare {out.name}", unit="block",
-                      disable=not progress):
-            sel = keep[a:a + step]
-            for name, stack, chans in (("state", pstack, prog), ("forcing", fstack, forc)):
-                if stack is None:
-                    continue
-                block = drop_row(np.asarray(stack.isel(time=sel).values), cfg.drop_lat_row)
-                block = _standardise(block, _col(srec, chans, "mean"), _col(srec, chans, "std"), 1)
-                _check_finite(block, chans, times[a:a + step], name)
-                _write(group[name], a, block, tile, raw)
-        group.attrs.update(record)
-        if out.exists():  # overwrite: swap in the new store, then remove the old one
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+        meta = out.child("zarr.json").read_json()
+        if meta.get("attributes", {}).get("format") != FORMAT:
+            return None
+        group = zarr.open_group(out.zarr_store(read_only=True), mode="r")
+        times = np.asarray(group["time"][:], dtype=np.int64).astype("datetime64[ns]")
+        return dict(group.attrs), times
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{out} exists but cannot be read as a prepared store ({e}); use "
+                        f"overwrite=True / --overwrite") from e
 
 
-def ensure_prepared(cfg: DataConfig, window: Sequence[int], *, progress: bool = True) -> Path:
+def read_prepared_record(path: str | os.PathLike) -> dict:
+    """The record (attributes) of the complete prepared store at `path` (local path or URL)."""
+    got = _read_prepared_record(Location(path))
+    if got is None:
+        raise DataError(f"no complete prepared store at {path}")
+    return got[0]
+
+
+def ensure_prepared(cfg: DataConfig, window: Sequence[int], *, progress: bool = True,
+                    scheduler: str | None = None, workers: int | None = None) -> Path:
     """The prepared store of `cfg`: an existing one as it is (a `ForecastDataset` checks that it
     matches `cfg`, and may read it in another window's token order), else built by `prepare`
-    for ``window``."""
-    path = Path(prepared_path(cfg))
-    return path if path.exists() else prepare(cfg, window, progress=progress)
+    for ``window`` (an interrupted build is resumed). Training reads a local store."""
+    target = prepared_path(cfg)
+    if is_remote(target):
+        raise DataError(f"data.prepared is a URL ({target}): training reads the prepared store from a "
+                        f"file system; copy it to a local or shared path and set data.prepared to it")
+    path = Path(target)
+    return path if path.exists() else Path(prepare(cfg, window, progress=progress, scheduler=scheduler,
+                                                   workers=workers))
 
 
-def _write(arr, start: int | None, block: np.ndarray, tile: tuple[int, int], raw: bool) -> None:
-    """Write float32 `block` ((n, C, H, W) at times start.. or (C, H, W) for static) into `arr`."""
-    if not raw:
-        if start is None:
-            arr[:] = block
-        else:
-            arr[start:start + len(block)] = block
-        return
-    root = Path(arr.store_path.store.root) / arr.path
-    fields = [(None, block)] if start is None else [(start + k, b) for k, b in enumerate(block)]
-    for t, field in fields:
-        key = arr.metadata.encode_chunk_key((0, 0, 0) if t is None else (t, 0, 0, 0))
-        path = root.joinpath(*key.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_raw_shard(field, tile))
-
-
-def encode_raw_shard(field: np.ndarray, tile: tuple[int, int]) -> bytes:
-    """One uncompressed zarr v3 shard of a (C, H, W) float32 field with inner chunks (C, th, tw).
-
-    Sharding spec: the inner chunks' little-endian C-order bytes in C order of the chunk grid,
-    then the index ((offset, nbytes) uint64 per chunk, same order) and its crc32c (index
-    location "end"). Equal to what zarr writes for our metadata (checked by the tests).
-    """
+def raw_shard_parts(field: np.ndarray, tile: tuple[int, int]) -> list:
+    """The bytes of `encode_raw_shard` as buffers written one after the other: the tiles
+    (one reordering copy), the index and its crc32c."""
     import google_crc32c
     C, H, W = field.shape
     th, tw = tile
@@ -529,15 +825,26 @@ def encode_raw_shard(field: np.ndarray, tile: tuple[int, int]) -> bytes:
     offsets = np.arange(ny * nx, dtype=np.uint64) * np.uint64(chunk_bytes)
     index = np.stack([offsets, np.full(ny * nx, chunk_bytes, dtype=np.uint64)], 1).astype("<u8").tobytes()
     crc = np.array([google_crc32c.value(index)], dtype="<u4").tobytes()
-    return tiles.tobytes() + index + crc
+    return [memoryview(tiles).cast("B"), index, crc]
+
+
+def encode_raw_shard(field: np.ndarray, tile: tuple[int, int]) -> bytes:
+    """One uncompressed zarr v3 shard of a (C, H, W) float32 field with inner chunks (C, th, tw).
+
+    Sharding spec: the inner chunks' little-endian C-order bytes in C order of the chunk grid,
+    then the index ((offset, nbytes) uint64 per chunk, same order) and its crc32c (index
+    location "end"). Equal to what zarr writes for our metadata (checked by the tests).
+    """
+    return b"".join(bytes(p) for p in raw_shard_parts(field, tile))
 
 
 def _col(srec: dict, chans: list[str], key: str) -> np.ndarray:
     return np.array([srec[c][key] for c in chans], dtype=np.float64)
 
 
-def _coord(group, name: str, values: np.ndarray, dims: tuple[str, ...], attrs: dict) -> None:
+def _coord(group, name: str, values: np.ndarray, dims: tuple[str, ...], attrs: dict,
+           overwrite: bool = False) -> None:
     arr = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape,
-                             compressors=None, dimension_names=dims)
+                             compressors=None, dimension_names=dims, overwrite=overwrite)
     arr[:] = values
     arr.attrs.update(attrs)

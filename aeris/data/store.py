@@ -38,7 +38,7 @@ from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical
 __all__ = [
     "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period", "period_bounds",
     "drop_row", "pad_row", "model_grid", "model_latitudes", "fill_nan_with_min", "is_remote",
-    "CANONICAL_DIM_ORDER", "G0", "select_variables", "select_levels",
+    "CANONICAL_DIM_ORDER", "G0", "select_variables", "select_levels", "check_protocol",
 ]
 
 G0 = 9.80665  # standard gravity [m s-2] (WMO), geopotential = G0 * geopotential height
@@ -57,7 +57,8 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def _check_protocol(url: str) -> None:
+def check_protocol(url: str) -> None:
+    """`DataError` naming the package to install when the fsspec filesystem of `url` is missing."""
     import fsspec
     protocol = url.split("://", 1)[0]
     try:
@@ -82,37 +83,53 @@ def _is_zarr(path: str) -> bool:
     return True
 
 
-def _open_raw(path: str) -> xr.Dataset:
+def _open_raw(path: str, time_chunks=None) -> xr.Dataset:
     if is_remote(path):
-        _check_protocol(path)
+        check_protocol(path)
     elif not Path(path.removeprefix("file://")).exists():
         raise DataError(f"store not found: {path}")
     try:
-        if _is_zarr(path):
-            # chunks={} keeps the store's own chunks (lazy dask arrays, one task per chunk);
-            # an unconsolidated store is normal here (zarr v3 has no consolidation standard)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
-                return xr.open_zarr(path, chunks={}, decode_timedelta=True)
-        if is_remote(path):
-            import fsspec
-            return xr.open_dataset(fsspec.open(path).open(), chunks={}, decode_timedelta=True)
-        return xr.open_dataset(path, chunks={}, decode_timedelta=True)
+        ds = _open_chunked(path, {})
+        if time_chunks is None:
+            return ds
+        # dask chunks along time as asked (e.g. one per block of a parallel job: one read per
+        # variable and block); the store's own chunks along the other dims
+        dims = [d for d in ds.dims if d == "time" or COORD_ALIASES.get(str(d).lower()) == "time"]
+        if not dims:
+            return ds
+        ds.close()
+        return _open_chunked(path, {dims[0]: time_chunks})
     except DataError:
         raise
     except Exception as e:  # the backends raise many types; name the store in one error
         raise DataError(f"cannot open store {path!r}: {type(e).__name__}: {e}") from e
 
 
+def _open_chunked(path: str, chunks: dict) -> xr.Dataset:
+    if _is_zarr(path):
+        # chunks={} keeps the store's own chunks (lazy dask arrays, one task per chunk);
+        # an unconsolidated store is normal here (zarr v3 has no consolidation standard)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
+            warnings.filterwarnings("ignore", message=".*separate the stored chunks", category=UserWarning)
+            return xr.open_zarr(path, chunks=chunks, decode_timedelta=True)
+    if is_remote(path):
+        import fsspec
+        return xr.open_dataset(fsspec.open(path).open(), chunks=chunks, decode_timedelta=True)
+    return xr.open_dataset(path, chunks=chunks, decode_timedelta=True)
+
+
 def open_store(path_or_url: str | os.PathLike, variables: Sequence[str] | None = None,
-               levels: Sequence[int] | None = None, member: int | None = None) -> xr.Dataset:
+               levels: Sequence[int] | None = None, member: int | None = None, *,
+               time_chunks: int | tuple[int, ...] | None = None) -> xr.Dataset:
     """Open a zarr (v2/v3) or netCDF store, local or fsspec URL, in the canonical layout (lazy).
 
     variables: names or aliases to keep (None = all); a missing one is a `DataError`.
     levels: pressure levels [hPa] selected BY VALUE; a missing one is a `DataError`.
     member: select this ``number`` (ensemble member) and drop the dim.
+    time_chunks: dask chunks along time (an int or the sizes; None = the store's own chunks).
     """
-    ds = canonicalize(_open_raw(str(path_or_url)))
+    ds = canonicalize(_open_raw(str(path_or_url), time_chunks))
     ds.attrs.setdefault("source", str(path_or_url))
     if member is not None:
         if "number" not in ds.dims:

@@ -119,3 +119,42 @@ def write(ds: xr.Dataset, path: Path) -> Path:
     else:
         ds.to_zarr(path, mode="w", consolidated=False)
     return path
+
+
+def tree_bytes(root) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> bytes): two stores are the same when these are."""
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class serve_directory:
+    """A read-only HTTP server on 127.0.0.1 for `root` in a daemon thread (a stand-in for a remote
+    store): ``with serve_directory(tmp) as url: ...``. It stops when the block ends, and by itself
+    after `limit_s` seconds at the latest."""
+
+    def __init__(self, root, limit_s: float = 120.0):
+        self.root, self.limit_s = str(root), limit_s
+
+    def __enter__(self) -> str:
+        import functools
+        import http.server
+        import threading
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      functools.partial(Quiet, directory=self.root))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.timer = threading.Timer(self.limit_s, self.server.shutdown)
+        self.timer.daemon = True
+        self.timer.start()
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __exit__(self, *exc) -> None:
+        self.timer.cancel()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
