@@ -63,5 +63,9 @@ def agreed(reason: str | None, all_sum=None) -> str | None:
     if all_sum is not None:
         flags = all_sum(flags)
     elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # on the communication device: an nccl group serves only CUDA tensors
+        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        flags = flags.to(dev) if dev is not None else flags
         dist.all_reduce(flags)
+        flags = flags.cpu()
     return " and ".join(r for r, f in zip(_REASONS, flags.tolist()) if f > 0) or None

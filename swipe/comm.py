@@ -34,7 +34,7 @@ from swipe.layout import Route
 __all__ = [
     "KINDS", "CommCounter", "default_counter", "nbytes",
     "ulysses_to_heads", "ulysses_to_tokens", "shift_exchange",
-    "routed_send_ops", "routed_recv_ops", "send_routed", "recv_routed", "all_reduce_sum",
+    "routed_send_ops", "routed_recv_ops", "send_routed", "recv_routed", "all_reduce_sum", "root_then_all",
 ]
 
 # all_gather / reduce_scatter: the sharded stage state (FSDP2), counted by its user
@@ -319,3 +319,21 @@ def all_reduce_sum(tensor: torch.Tensor, group=None, counter: CommCounter | None
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     (counter or _DEFAULT).add("all_reduce", 2 * (n - 1) * nbytes(tensor) // n, 2 * (n - 1))
     return tensor
+
+
+def root_then_all(fn, distributed: bool = True):
+    """``fn()`` on rank 0 only, its result on every rank; an exception there is raised on every
+    rank (instead of leaving the others waiting in the next collective until the timeout)."""
+    if not distributed:
+        return fn()
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", fn())]
+        except Exception as e:  # shared, then raised everywhere
+            box = [("error", e)]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value

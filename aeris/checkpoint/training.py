@@ -14,7 +14,7 @@ whatever mesh wrote them, serial runs included (docs/checkpoints.md).
 
 Atomic: everything is written into ``step_XXXXXXXX.tmp/``; rank 0 adds run.json and renames
 the directory, so a crash never leaves a half checkpoint under the real name (a ``.tmp`` is
-never read and the next save or a fresh start removes it).
+never read; a save of the same step or a fresh start removes it).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from aeris.atomic import atomic_write
+from swipe.comm import root_then_all
 
-__all__ = ["FORMAT", "CheckpointError", "CheckpointCorrupt", "CheckpointMismatch", "PendingSave", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+__all__ = ["FORMAT", "CheckpointError", "CheckpointCorrupt", "CheckpointMismatch", "PendingSave", "quarantine", "on_root", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
            "rotate_checkpoints", "remove_all_checkpoints", "read_record", "check_record",
            "save_checkpoint", "load_checkpoint", "load_tensors"]
 
@@ -60,9 +61,9 @@ class CheckpointMismatch(CheckpointError):
     """A readable checkpoint of another model or data (a resume stops: it is the user's call)."""
 
 
-# the model fields that decide the weights' shapes and meaning
-MODEL_FIELDS = ("dim", "depth", "heads", "mlp_hidden", "window", "adaln_hidden", "rope", "shift_every",
-                "norm_order")
+# the model fields that decide the weights' shapes and the function they compute
+MODEL_FIELDS = ("dim", "depth", "heads", "ffn_dim", "window", "adaln_hidden", "rope", "rope_theta", "shift_every",
+                "norm_order", "pole_mask", "time_scale", "norm_eps")
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -92,15 +93,25 @@ def rotate_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
 
 
 def remove_all_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Delete every checkpoint of a run directory, unfinished ones included; returns the
-    complete ones that were removed."""
+    """Delete every checkpoint of a run directory, unfinished (``.tmp``), replaced (``.old``)
+    and quarantined (``.corrupt``) ones included; returns the complete ones that were removed."""
     found = list_checkpoints(out_dir)
     d = Path(out_dir) / "checkpoints"
     if d.is_dir():
         for p in d.iterdir():
-            if p.is_dir() and (_NAME.match(p.name) or p.name.endswith(".tmp")):
+            if p.is_dir() and (_NAME.match(p.name) or p.name.endswith((".tmp", ".old", ".corrupt"))):
                 shutil.rmtree(p, ignore_errors=True)
     return found
+
+
+def quarantine(path: str | os.PathLike) -> Path:
+    """Move a checkpoint that could not be read aside (``step_X.corrupt``, kept for a look):
+    it is no longer listed, so rotation cannot keep it in place of a good one."""
+    path = Path(path)
+    dest = path.with_name(path.name + ".corrupt")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(path, dest)
+    return dest
 
 
 # ---- the record ----------------------------------------------------------------------------------
@@ -142,11 +153,18 @@ def check_record(path, found: dict, expected: dict, config: dict | None = None,
     if diffs:
         raise CheckpointMismatch(f"checkpoint {path} does not match this run's data: " + "; ".join(diffs))
     if config is not None and found_config is not None:
-        mine, theirs = config.get("model", {}), found_config.get("model", {})
+        mine, theirs = (_with_ffn(config.get("model", {})), _with_ffn(found_config.get("model", {})))
         model = [f"model.{k}: checkpoint {theirs[k]!r}, this run {mine[k]!r}" for k in MODEL_FIELDS
                  if k in mine and k in theirs and _as_list(mine[k]) != _as_list(theirs[k])]
         if model:
             raise CheckpointMismatch(f"checkpoint {path} does not fit this model: " + "; ".join(model))
+
+
+def _with_ffn(model: dict) -> dict:
+    """The model section with its SwiGLU width resolved (``mlp_hidden`` 0 means 4 d)."""
+    if "dim" in model and "mlp_hidden" in model:
+        model = {**model, "ffn_dim": model["mlp_hidden"] or 4 * model["dim"]}
+    return model
 
 
 def _as_list(v) -> list:
@@ -193,11 +211,12 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     root = _rank() == 0 or not distributed
-    if root:
+
+    def make_tmp():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    if distributed:
-        dist.barrier()
+
+    root_then_all(make_tmp, distributed)
     record = {"format": FORMAT, **record, "ema_decay": float(ema.decay)}
     try:
         with _one_process_quiet():
@@ -217,7 +236,8 @@ def _finish(path: Path, tmp: Path, record: dict, distributed: bool, root: bool) 
     """After every rank wrote its pieces into ``tmp``: the record, then the atomic rename."""
     if distributed:
         dist.barrier()
-    if root:
+
+    def publish():
         text = json.dumps(record)
         atomic_write(tmp / RECORD, lambda t: t.write_text(text))
         if path.exists():
@@ -228,8 +248,8 @@ def _finish(path: Path, tmp: Path, record: dict, distributed: bool, root: bool) 
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    if distributed:
-        dist.barrier()
+
+    root_then_all(publish, distributed)
     return path
 
 
@@ -257,7 +277,7 @@ def load_tensors(path: Path, state: dict, *, distributed: bool) -> None:
             dcp.load(state, checkpoint_id=str(path), no_dist=not distributed)
     except (Exception, CheckpointException) as e:  # DCP wraps per-rank failures in a BaseException
         text = str(e)
-        if "Missing key" in text or "Size mismatch" in text or "size mismatch" in text or "shape" in text:
+        if "Missing key" in text or "Size mismatch" in text or "size mismatch" in text:
             raise CheckpointMismatch(f"checkpoint {path} does not fit this model: {_first_line(text)}") from e
         raise CheckpointCorrupt(f"checkpoint {path} is corrupt or unreadable: {_first_line(text)}") from e
 

@@ -178,7 +178,7 @@ class AerisStage(nn.Module):
         plan = self.plan
         c = self.time_embedding(t)
         h = self.embed(x, ctx) if plan.is_first else x
-        if torch.is_autocast_enabled(h.device.type):
+        if h.device.type != "meta" and torch.is_autocast_enabled(h.device.type):  # meta: shapes only
             # the residual stream lives in the compute dtype: checkpointed activations, frame
             # changes and pipeline sends move half the bytes of fp32 under bf16
             h = h.to(torch.get_autocast_dtype(h.device.type))

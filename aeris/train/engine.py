@@ -49,7 +49,8 @@ class MicroBatch:
 class Engine(Protocol):
     """How a step is computed on this rank; every method is called on every rank.
 
-    Attributes: ``model`` (this rank's parameters), ``optimizer``, ``device``, ``token_ids``
+    Attributes: ``model`` (this rank's parameters), ``optimizer``, ``device``, ``amp`` (the
+    compute dtype, None = fp32), ``layout`` (this rank's window layout), ``token_ids``
     (this rank's tokens in frame 0, the Dataset's index map), ``w_token`` (their latitude
     weights), ``replica``/``replicas`` (data-parallel coordinates: replica d takes its share
     of each step's samples), ``reads_data`` (this rank needs the samples' data), ``scores``
@@ -62,6 +63,8 @@ class Engine(Protocol):
     model: nn.Module
     optimizer: torch.optim.Optimizer
     device: torch.device
+    amp: torch.dtype | None
+    layout: WindowLayout
     token_ids: np.ndarray
     w_token: torch.Tensor
     replica: int
@@ -70,6 +73,9 @@ class Engine(Protocol):
     scores: bool
     is_root: bool
     distributed: bool
+
+    def build_optimizer(self, *, lr: float, betas, eps: float, weight_decay: float) -> torch.optim.Optimizer:
+        """AdamW over this rank's parameters with the decay groups of aeris.train.optim."""
 
     def gradients(self, mbs: Sequence[MicroBatch], normaliser: float, *, grad_clip: float) -> tuple[float, float]:
         """zero_grad, forward+backward of this rank's micro-batches (each loss / normaliser),
@@ -120,7 +126,8 @@ class SerialEngine:
         self.model = net.to(device)
         self.device, self.diffusion, self.amp = torch.device(device), diffusion, amp
         H, W = net.grid
-        self.ctx = SerialContext(WindowLayout(H, W, *net.cfg.window))
+        self.layout = WindowLayout(H, W, *net.cfg.window)
+        self.ctx = SerialContext(self.layout)
         self.token_ids = self.ctx.token_ids(0)
         self.w_token = torch.as_tensor(token_weights(w_lat_field, self.token_ids), dtype=torch.float32,
                                        device=self.device)

@@ -8,9 +8,10 @@ replicas, all micro-batches) and T = H*W tokens per sample::
 Gradients are SUMMED over the weight group (dp, wy, wx, sp at fixed pp): the sum over every rank
 of a stage of d loss_rank / d theta is d (serial mean loss) / d theta, whatever the layout.
 The stage's state is sharded over its weight group with FSDP2 (``fully_shard`` per block and
-on the stage, element-wise dim-0 shards): parameters are all-gathered for each forward and
-backward, gradients reduce-scattered with a SUM (divide factor 1) into the shards, AdamW (the
-decay groups of aeris.train.optim) and the EMA hold only this rank's shards. The global
+on the stage, element-wise dim-0 shards): parameters are all-gathered once per step (or, with
+``reshard_after_forward``, for every forward and backward), gradients reduce-scattered with a
+SUM (divide factor 1) into the shards after the step's last backward (or after every one);
+AdamW (the decay groups of aeris.train.optim) and the EMA hold only this rank's shards. The global
 gradient norm sums the shards' norm^2 over the weight group and the pp group.
 
 Noise, sigma and t come from the sample keys (seed, step, position, dataset index) exactly as in

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from aeris.atomic import atomic_write
-from aeris.checkpoint.training import (CheckpointCorrupt, PendingSave, check_record, checkpoint_path,
+from aeris.checkpoint.training import (CheckpointCorrupt, PendingSave, check_record, checkpoint_path, quarantine,
                                        list_checkpoints, load_checkpoint, read_record, remove_all_checkpoints,
                                        rotate_checkpoints, save_checkpoint)
 from aeris.config import Config, dump_config, to_dict
@@ -52,6 +52,7 @@ from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, 
                                standardised_fields, validation_picks)
 from aeris.train.swipe_engine import SwipeEngine
 from swipe.launch import device_request, init_distributed, local_world_size, pick_device, shutdown
+from swipe.comm import root_then_all
 from swipe.mesh import MeshError, SwipeMesh
 
 __all__ = ["Trainer", "DataSpec", "StepResult", "build_engine", "run_training", "autocast_dtype",
@@ -134,23 +135,6 @@ def build_engine(cfg: Config, spec: DataSpec, device: torch.device) -> Engine:
     return engine
 
 
-def _root_then_all(fn, distributed: bool):
-    """fn() on the root rank, its result (or its exception) on every rank."""
-    if not distributed:
-        return fn()
-    box = [None]
-    if dist.get_rank() == 0:
-        try:
-            box = [("ok", fn())]
-        except Exception as e:  # raised on every rank, not only where it happened
-            box = [("error", e)]
-    dist.broadcast_object_list(box, src=0)
-    kind, value = box[0]
-    if kind == "error":
-        raise value
-    return value
-
-
 class Trainer:
     """One rank of a training run (every rank of a mesh builds one; the default process group
     must exist when ``swipe.*`` > 1). `run()` trains up to ``train.steps`` steps."""
@@ -165,7 +149,7 @@ class Trainer:
                             f"launcher (torchrun, mpiexec, srun): see `aeris train --help`")
         self._tag = "[swipe] " if distributed else ""
         # preparing the store is an explicit step, once, before any rank opens it
-        self.spec = _root_then_all(lambda: (ensure_prepared(cfg.data, cfg.model.window, progress=tc.progress),
+        self.spec = root_then_all(lambda: (ensure_prepared(cfg.data, cfg.model.window, progress=tc.progress),
                                             DataSpec.read(cfg.data))[1], distributed)
         self.engine = build_engine(cfg, self.spec, self.device)
         e = self.engine
@@ -337,8 +321,10 @@ class Trainer:
                 return
             except CheckpointCorrupt as err:
                 first_error = first_error or err
-                if e.is_root:
-                    log.warning("%sskipping checkpoint %s: %s", self._tag, path, err)
+                if e.is_root:  # moved aside: rotation must not keep it in place of a good one
+                    log.warning("%sskipping checkpoint %s (moved to %s): %s", self._tag, path,
+                                quarantine(path).name, err)
+                e.barrier()
         if first_error is not None:
             raise first_error
 
@@ -393,8 +379,8 @@ class Trainer:
     def run(self) -> dict:
         """Train from ``self.step`` to ``train.steps``; returns the last step's record."""
         tc, e = self.cfg.train, self.engine
+        root_then_all(self._start_run_files, e.distributed)
         if e.is_root:
-            self._start_run_files()
             about = e.describe()
             if about:
                 log.info("%s\n%sglobal batch %d = dp %d x grad_accum %d x micro_batch %d", about, self._tag,
@@ -488,7 +474,7 @@ def run_training(cfg: Config, *, resume: bool = True, device: str = "auto",
         trainer = Trainer(cfg, resume=resume, device=dev)
         last = trainer.run()
         report = None
-        if skill is not None:
+        if skill is not None and "stopped" not in last:  # a stopped job has no time to spare
             s = trainer.one_step_skill(skill[0], skill[1], progress=trainer.engine.is_root and cfg.train.progress)
             report = format_skill_report(s)
         return (last, report) if trainer.engine.is_root else ({}, None)

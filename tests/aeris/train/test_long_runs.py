@@ -135,6 +135,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_good_one(store, tmp_
         tr = Trainer(_cfg(root, tmp_path, "train.steps=3", *COMMON), resume=True)
     assert tr.step == 2
     assert any("skipping checkpoint" in r.getMessage() and "step_00000003" in r.getMessage() for r in caplog.records)
+    # moved aside: the next saves and their rotation see only good checkpoints
+    assert latest.with_name(latest.name + ".corrupt").is_dir() and not latest.exists()
+    tr.run()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001", "step_00000002", "step_00000003"]
+    assert read_record(list_checkpoints(tmp_path)[-1])["step"] == 3
 
 
 def test_checkpoint_of_another_model_lists_every_mismatched_field(store, tmp_path):
