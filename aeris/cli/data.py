@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from aeris.cli.common import add_config_args, load_from_args
+from aeris.cli.data_check import add_subcommand as add_check_subcommand
 
 if TYPE_CHECKING:
     from aeris.config import Config
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("path", nargs="?", default=None, help="store path or URL [default: data.path of the config]")
     add_config_args(s)
     s.set_defaults(func=run_info)
+    add_check_subcommand(sub)
 
 
 def _add_cluster_args(s: argparse.ArgumentParser) -> None:

@@ -48,6 +48,18 @@ class DataConfig:
     workers: int = doc(0, "workers of a local/threads cluster for `aeris data stats|prepare` (0 = the cores)")
     block_times: int = doc(0, "times per task of `aeris data stats|prepare` (0 = about 64 MiB of fields, at "
                               "most 64 times: 1 at 0.25 deg)")
+    # docs/data.md, "Checking a store"
+    on_bad_sample: str = doc("error", "error | skip: a training sample with a NaN/inf value (or, with "
+                                      "sample_range_check, a value outside its variable's plausible bounds) is a "
+                                      "DataError naming split, index, time and channel, or ('skip') is logged and "
+                                      "replaced by the next good sample of the split (the verdict is on whole "
+                                      "fields, the same on every rank)")
+    sample_range_check: bool = doc(True, "check the state and forcing values of every sample against the "
+                                         "lexicon's plausible bounds (e.g. 2 m temperature 150..350 K), not only "
+                                         "for NaN/inf")
+    exclude_times: list[str] = doc([], "known-bad times left out of every split: ISO times (2020-08-02T06:00) or "
+                                       "dates (2020-08-02, the whole day); a sample whose t or t+dt is one of "
+                                       "them is not in the split (`aeris data check` lists candidates)")
 
     def __post_init__(self) -> None:
         if self.drop_lat_row not in ("first", "last", "none"):

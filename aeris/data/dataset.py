@@ -23,7 +23,8 @@ Contract (the trainer and the rollout are written against it)
     "target"  float32 (n_lw, tpp, C_prog)  standardised residual
                                             (X(t+dt) - X(t) - diff_mean) / diff_std
     "time"    int64 scalar tensor          t in ns since 1970-01-01
-    "index"   int64 scalar tensor          i
+    "index"   int64 scalar tensor          i (with cfg.on_bad_sample="skip": the sample read in
+                                            its place, see "Bad data" below)
 * Reconstruction: X(t+dt) = X(t) + ``ds.denormalize_residual(r)``;
   ``ds.advance(cond, r)`` gives the next standardised state directly.
 * Helpers: ``channels`` (prognostic names), ``forcing_channels`` (names of the C_forc inputs,
@@ -36,18 +37,30 @@ Contract (the trainer and the rollout are written against it)
   map that covers the whole field.
 * I/O: only the chunks holding this rank's tokens are read (``ds.io.bytes``/``ds.io.requests``
   count them). Picklable for DataLoader workers.
+* Bad data (docs/data.md, "Checking a store"): ``cfg.exclude_times`` (ISO times, or dates for a
+  whole day) leave out every sample whose t or t+dt is one of them (``len(ds)`` shrinks). Every
+  sample read is checked: NaN/inf in its tensors and, with ``cfg.sample_range_check``, state and
+  forcing values outside the lexicon's plausible bounds. ``cfg.on_bad_sample="error"`` (default)
+  raises a `DataError` naming split, index, time and channel; ``"skip"`` logs a warning and returns
+  the next good sample (i+1, i+2, ..., wrapping), judged on the WHOLE fields of its two times
+  (read once per time and process), so that every rank of any layout skips the same samples and
+  a resumed run reads the same data. The rollout helpers ``state_at`` / ``forcing_at`` refuse
+  NaN/inf.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from aeris.data.check import channel_bounds, exclude_mask
 from aeris.data.config import DataConfig
 from aeris.data.forcings import toa_incident_solar_radiation
+from aeris.data.lexicon import LexiconError, parse_channel
 from aeris.data.normalize import Normalizer
 from aeris.data.prepared import PreparedStore, expected_record, prepared_path
 from aeris.data.stats import load_stats, stats_path, time_pairs
@@ -57,6 +70,10 @@ from swipe.layout import WindowLayout
 __all__ = ["ForecastDataset", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
+BAD_SAMPLE_ACTIONS = ("error", "skip")
+RANGE_SLACK = 1e-3  # in std units: float32 standardisation moves a value by far less
+
+log = logging.getLogger(__name__)
 
 
 class ForecastDataset(Dataset):
@@ -66,6 +83,8 @@ class ForecastDataset(Dataset):
                  *, prepared: str | None = None):
         if split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        if cfg.on_bad_sample not in BAD_SAMPLE_ACTIONS:
+            raise DataError(f"data.on_bad_sample must be error|skip, got {cfg.on_bad_sample!r}")
         self.cfg, self.split = cfg, split
         path = prepared or prepared_path(cfg)
         if not Path(path).exists():
@@ -117,12 +136,29 @@ class ForecastDataset(Dataset):
                     f"{list(covered)} the prepared store {self.store.path} was built for: rebuild it "
                     f"(`aeris data prepare --overwrite`) so that no sample is silently missing")
         self._i0, self._i1 = time_pairs(self.store.times, cfg.dt_hours, period)
+        excluded = ""
+        if cfg.exclude_times:
+            out = exclude_mask(self.store.times, cfg.exclude_times)
+            keep = ~(out[self._i0] | out[self._i1])
+            excluded = f" after data.exclude_times left out {int((~keep).sum())} sample(s)"
+            self._i0, self._i1 = self._i0[keep], self._i1[keep]
         if self._i0.size == 0:
             raise DataError(f"split {split!r} ({period}) has no (t, t+{cfg.dt_hours}h) pair in the prepared "
-                            f"store {self.store.path} ({self.store.times[0]} .. {self.store.times[-1]})")
+                            f"store {self.store.path} ({self.store.times[0]} .. {self.store.times[-1]}){excluded}")
         self.times = self.store.times[self._i0]
         self._static = None
         self.io = self.store.io
+        # plausible bounds [physical units] of the state and forcing channels (docs/data.md, "Checking a store")
+        self._state_bounds = np.array([channel_bounds(c) for c in self.channels], dtype=np.float64).reshape(-1, 2)
+        forc_bounds = np.array([channel_bounds(c) for c in forc], dtype=np.float64).reshape(-1, 2)
+        no_bounds = np.tile([-np.inf, np.inf], (len(stat), 1))
+        self._forcing_bounds = np.concatenate([forc_bounds, forc_bounds, no_bounds]).reshape(-1, 2)
+        nf = len(forc)
+        norm = self.normalizer
+        self._forcing_mean = np.concatenate([norm.forcing_mean[:nf], norm.forcing_mean[:nf], norm.forcing_mean[nf:]])
+        self._forcing_std = np.concatenate([norm.forcing_std[:nf], norm.forcing_std[:nf], norm.forcing_std[nf:]])
+        self._verdicts: dict[int, str | None] = {}  # store time index -> its whole-field problem ("skip")
+        self._warned: set[int] = set()
 
     # ---- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -172,11 +208,18 @@ class ForecastDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} out of range for {len(self)} samples of split {self.split!r}")
         i %= len(self)
+        if self.cfg.on_bad_sample == "skip":
+            i = self._next_good(i)
         t0, t1 = self._i0[i], self._i1[i]
         z = self._gather(self._read("state", [t0, t1]))  # (2, n_lw, tpp, C)
         z0, z1 = z[0], z[1]
         target = self.normalizer.residual_from_states(z0.astype(np.float64), z1.astype(np.float64))
         forcing = self._forcing_tokens(np.array([t0]), np.array([t1]))[0]
+        problem = self._token_problem(z, forcing, target, t0, t1)
+        if problem:  # in "skip" mode only if the whole-field verdict missed it (it cannot: a subset)
+            raise DataError(f"bad sample {i} of split {self.split!r} ({self._span(i)}): {problem}; set "
+                            f"data.on_bad_sample=skip to skip such samples, or list the time in "
+                            f"data.exclude_times (`aeris data check` finds them)")
         return {
             "cond": torch.from_numpy(np.ascontiguousarray(z0, dtype=np.float32)),
             "forcing": torch.from_numpy(np.ascontiguousarray(forcing)),
@@ -185,11 +228,130 @@ class ForecastDataset(Dataset):
             "index": torch.tensor(i, dtype=torch.int64),
         }
 
+    # ---- checks (docs/data.md, "Checking a store") --------------------------------------------
+    def _iso(self, t: int) -> str:
+        return np.datetime_as_string(self.store.times[t], unit="m")
+
+    def _span(self, i: int) -> str:
+        return f"t = {self._iso(self._i0[i])}, t+dt = {self._iso(self._i1[i])}"
+
+    def _problem(self, x: np.ndarray, names: list[str], when, mean: np.ndarray, std: np.ndarray,
+                 bounds: np.ndarray) -> str | None:
+        """The first bad value of standardised x (T, C, N) described (``names[c]`` the channel,
+        ``when(t, c)`` its time); None when every value is finite and, with
+        ``sample_range_check``, inside the channel's plausible bounds (C, 2) [physical units]."""
+        bad = ~np.isfinite(x).all(axis=-1)
+        if bad.any():
+            t, c = np.argwhere(bad)[0]
+            n = int((~np.isfinite(x[t, c])).sum())
+            return f"{names[c]}{when(t, c)}: {n} of {x.shape[-1]} values NaN/inf"
+        if not self.cfg.sample_range_check or x.size == 0:
+            return None
+        lo = x.min(axis=-1).astype(np.float64) * std + mean  # (T, C) physical
+        hi = x.max(axis=-1).astype(np.float64) * std + mean
+        slack = RANGE_SLACK * std
+        bad = (lo < bounds[:, 0] - slack) | (hi > bounds[:, 1] + slack)
+        if bad.any():
+            t, c = np.argwhere(bad)[0]
+            return (f"{names[c]}{when(t, c)}: values {lo[t, c]:.6g} .. {hi[t, c]:.6g} outside its plausible "
+                    f"bounds [{bounds[c, 0]:g}, {bounds[c, 1]:g}]")
+        return None
+
+    def _state_problem(self, z: np.ndarray, times: list[str]) -> str | None:
+        """z (T, C_prog, N) standardised states at `times`."""
+        names = [f"state {_describe(c)}" for c in self.channels]
+        return self._problem(z, names, lambda t, c: f" at {times[t]}", self.normalizer.mean,
+                             self.normalizer.std, self._state_bounds)
+
+    def _token_problem(self, z: np.ndarray, forcing: np.ndarray, target: np.ndarray, t0: int, t1: int) -> str | None:
+        """The first bad value of this rank's tokens of one sample, described; None if good."""
+        times = [self._iso(t0), self._iso(t1)]
+        problem = self._state_problem(_channels_first(z), times)
+        if problem:
+            return problem
+        names = [f"forcing {_describe(c)}" for c in self.forcing_channels]
+        at = [f" at {times[1]}" if c.endswith("@t+dt") else f" at {times[0]}" if c.endswith("@t") else " (static)"
+              for c in self.forcing_channels]
+        problem = self._problem(_channels_first(forcing)[None], names, lambda t, c: at[c], self._forcing_mean,
+                                self._forcing_std, self._forcing_bounds)
+        if problem:
+            return problem
+        bad = ~np.isfinite(target).all(axis=(0, 1))
+        if bad.any():
+            c = int(np.argmax(bad))
+            return f"target (residual) {_describe(self.channels[c])} from {times[0]} to {times[1]}: NaN/inf"
+        return None
+
+    def _read_whole(self, name: str, time_index) -> np.ndarray:
+        """The whole field of array `name` (every tile): (n, C, H, W), or (C, H, W) for static."""
+        H, W = self.grid
+        if self.store.raw_layout(name):
+            th, tw = self.store.tile
+            ty, tx = np.arange(H // th), np.arange(W // tw)
+            tiles = np.stack(np.meshgrid(ty, tx, indexing="ij"), -1).reshape(-1, 2)
+            return self.store.read_tiles(name, time_index, tiles, ty, tx)
+        return self.store.read(name, time_index, np.arange(H), np.arange(W))
+
+    def _time_verdict(self, t: int) -> str | None:
+        """The problem of the WHOLE state and forcing fields at store time index t (None: good),
+        read once per process: the same verdict on every rank, whatever tokens it holds."""
+        t = int(t)
+        if t not in self._verdicts:
+            z = self._read_whole("state", [t])
+            problem = self._state_problem(z.reshape(*z.shape[:2], -1), [self._iso(t)])
+            forc = self.store.forcing_channels
+            if problem is None and forc:
+                f = self._read_whole("forcing", [t])
+                nf = len(forc)
+                problem = self._problem(f.reshape(*f.shape[:2], -1), [f"forcing {_describe(c)}" for c in forc],
+                                        lambda _t, _c: f" at {self._iso(t)}", self._forcing_mean[:nf],
+                                        self._forcing_std[:nf], self._forcing_bounds[:nf])
+            self._verdicts[t] = problem
+        return self._verdicts[t]
+
+    def _check_static(self) -> None:
+        if -1 in self._verdicts:
+            return
+        problem = None
+        stat = self.store.static_channels
+        if stat:
+            x = self._read_whole("static", None)
+            bad = ~np.isfinite(x.reshape(len(stat), -1)).all(axis=-1)
+            if bad.any():
+                problem = f"static {_describe(stat[int(np.argmax(bad))])}: NaN/inf values"
+        self._verdicts[-1] = problem
+        if problem:
+            raise DataError(f"{problem} in the prepared store {self.store.path}: every sample of split "
+                            f"{self.split!r} has it (rebuild the store: `aeris data prepare --overwrite`)")
+
+    def _next_good(self, i: int) -> int:
+        """Sample i, or the first good one after it (wrapping), judged on whole fields; deterministic."""
+        self._check_static()
+        n = len(self)
+        skipped = []
+        for k in range(n):
+            j = (i + k) % n
+            problem = self._time_verdict(self._i0[j]) or self._time_verdict(self._i1[j])
+            if problem is None:
+                for b, why in skipped:
+                    log.warning("split %r: bad sample %d (%s) skipped, sample %d read instead "
+                                "(data.on_bad_sample=skip): %s", self.split, b, self._span(b), j, why)
+                return j
+            if j not in self._warned:
+                self._warned.add(j)
+                skipped.append((j, problem))
+        raise DataError(f"split {self.split!r}: all {n} samples are bad (data.on_bad_sample=skip); sample {i} "
+                        f"({self._span(i)}): {self._time_verdict(self._i0[i]) or self._time_verdict(self._i1[i])}")
+
     # ---- rollout helpers ---------------------------------------------------------------------
     def state_at(self, times) -> torch.Tensor:
         """Standardised states at `times` (any times of the prepared store): (n, n_lw, tpp, C_prog)."""
         idx = self.store.time_index(times)
         z = self._gather(self._read("state", idx))
+        if not np.isfinite(z).all():
+            t, c = np.argwhere(~np.isfinite(z).all(axis=(1, 2)))[0]
+            raise DataError(f"state {_describe(self.channels[c])} at {self._iso(idx[t])} has NaN/inf values in "
+                            f"the prepared store {self.store.path}")
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def forcing_at(self, times) -> torch.Tensor:
@@ -204,7 +366,7 @@ class ForecastDataset(Dataset):
         inside = np.isin(both, self.store.times)
         if inside.all() or self.store.forcing_channels != ["tisr"]:
             i = self.store.time_index(both)  # names the missing times
-            return torch.from_numpy(np.ascontiguousarray(self._forcing_tokens(i[:len(t)], i[len(t):])))
+            return self._finite_forcing(self._forcing_tokens(i[:len(t)], i[len(t):]), t)
         block = np.empty((len(both), 1, len(self._rows), len(self._cols)), dtype=np.float32)
         if inside.any():
             block[inside] = self._read("forcing", self.store.time_index(both[inside]))
@@ -214,6 +376,16 @@ class ForecastDataset(Dataset):
         f = self._gather(block)
         static = self._static_tokens()
         out = np.concatenate([f[:len(t)], f[len(t):], np.broadcast_to(static, (len(t), *static.shape))], axis=-1)
+        return self._finite_forcing(out, t)
+
+    def _finite_forcing(self, out: np.ndarray, t: np.ndarray) -> torch.Tensor:
+        """`out` (n, n_lw, tpp, C_forc) as a tensor; a `DataError` names a NaN/inf channel and step."""
+        bad = ~np.isfinite(out).all(axis=(1, 2))
+        if bad.any():
+            k, c = np.argwhere(bad)[0]
+            raise DataError(f"forcing {_describe(self.forcing_channels[c])} of the step from "
+                            f"{np.datetime_as_string(t[k], unit='m')} has NaN/inf values in the prepared store "
+                            f"{self.store.path}")
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
     def to_field(self, tokens):
@@ -245,3 +417,18 @@ class ForecastDataset(Dataset):
     def advance(self, z0, r):
         """Next standardised state from standardised state z0 and standardised residual r."""
         return self.normalizer.advance(z0, r)
+
+
+def _channels_first(tokens: np.ndarray) -> np.ndarray:
+    """(..., n_lw, tpp, C) tokens -> (..., C, n_lw * tpp)."""
+    *lead, n_lw, tpp, c = tokens.shape
+    return np.moveaxis(tokens.reshape(*lead, n_lw * tpp, c), -1, -2)
+
+
+def _describe(channel: str) -> str:
+    """``'z500'`` -> ``"'z500' (geopotential at 500 hPa)"``; ``'tisr@t+dt'`` -> its variable too."""
+    try:
+        name, level = parse_channel(channel.split("@")[0])
+    except LexiconError:
+        return repr(channel)
+    return f"{channel!r} ({name}{f' at {level} hPa' if level is not None else ''})"

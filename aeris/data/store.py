@@ -34,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from aeris.data.lexicon import COORD_ALIASES, VARIABLES, LexiconError, canonical_name, parse_channel
+from aeris.data.timeaxis import decode_time
 
 __all__ = [
     "DataError", "open_store", "canonicalize", "validate", "select_channels", "select_period", "period_bounds",
@@ -172,6 +173,7 @@ def select_levels(ds: xr.Dataset, levels: Iterable[int], where: str) -> xr.Datas
 def canonicalize(ds: xr.Dataset) -> xr.Dataset:
     """Names, orientation, dim order and units of any ERA5-like dataset -> canonical (lazy)."""
     ds = _rename_coords(ds)
+    ds = decode_time(ds, error=DataError)  # integer/CF/cftime time axes (docs/data.md, "Checking a store")
     ds = _rename_variables(ds)
     if "number" in ds.dims and ds.sizes["number"] == 1 and "prediction_timedelta" not in ds.dims:
         ds = ds.isel(number=0, drop=True)

@@ -314,19 +314,21 @@ class Trainer:
         warning (all ranks together), one of another model or data is an error."""
         e = self.engine
         found = e.broadcast([str(p) for p in list_checkpoints(self.out_dir)][::-1] if e.is_root else None)
-        first_error = None
+        skipped: list[tuple[str, CheckpointCorrupt]] = []
         for path in found:
             try:
                 self.load(path)
-                return
             except CheckpointCorrupt as err:
-                first_error = first_error or err
-                if e.is_root:  # moved aside: rotation must not keep it in place of a good one
-                    log.warning("%sskipping checkpoint %s (moved to %s): %s", self._tag, path,
-                                quarantine(path).name, err)
-                e.barrier()
-        if first_error is not None:
-            raise first_error
+                skipped.append((path, err))
+                continue
+            if e.is_root:  # moved aside: rotation must not keep them in place of good ones
+                for bad, err in skipped:
+                    log.warning("%sskipped checkpoint %s (moved to %s): %s", self._tag, bad,
+                                quarantine(bad).name, err)
+            e.barrier()
+            return
+        if skipped:  # nothing readable: left as they are, for the user to look at
+            raise skipped[0][1]
 
     def load(self, path) -> None:
         """Continue from checkpoint ``path``, written by any mesh or by one process."""

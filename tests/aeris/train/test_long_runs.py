@@ -134,7 +134,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_good_one(store, tmp_
     with caplog.at_level("WARNING", logger="aeris"):
         tr = Trainer(_cfg(root, tmp_path, "train.steps=3", *COMMON), resume=True)
     assert tr.step == 2
-    assert any("skipping checkpoint" in r.getMessage() and "step_00000003" in r.getMessage() for r in caplog.records)
+    assert any("skipped checkpoint" in r.getMessage() and "step_00000003" in r.getMessage() for r in caplog.records)
     # moved aside: the next saves and their rotation see only good checkpoints
     assert latest.with_name(latest.name + ".corrupt").is_dir() and not latest.exists()
     tr.run()
