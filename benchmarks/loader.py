@@ -54,8 +54,10 @@ def parse_layout(name: str) -> tuple[int, int, int]:
     return parts["wy"], parts["wx"], parts["sp"]
 
 
-def write_store(path: Path, n_lat: int, n_lon: int, n_times: int, levels: list[int], seed: int = 0) -> None:
-    """Random smooth fields (low-order spherical-ish harmonics + noise) in the WB2 layout."""
+def write_store(path: Path, n_lat: int, n_lon: int, n_times: int, levels: list[int], seed: int = 0,
+                noise: float = 0.1, description: str = "synthetic-like random store for the loader benchmark") -> None:
+    """Random smooth fields (low-order spherical-ish harmonics + noise) in the WB2 layout, one
+    chunk per time and variable."""
     import pandas as pd
     import xarray as xr
     rng = np.random.default_rng(seed)
@@ -72,7 +74,7 @@ def write_store(path: Path, n_lat: int, n_lon: int, n_times: int, levels: list[i
         nl = len(levels) if v.kind == "atmospheric" else 1
         nt = 1 if v.kind == "static" else n_times
         t = np.arange(nt)[:, None, None, None]
-        f = np.cos(la) * np.sin(lo[None, None] * (1 + k % 3) - 0.2 * t) + 0.1 * rng.standard_normal((nt, nl, *la.shape))
+        f = np.cos(la) * np.sin(lo[None, None] * (1 + k % 3) - 0.2 * t) + noise * rng.standard_normal((nt, nl, *la.shape))
         f = (base + amp * f).astype(np.float32)
         if v.kind == "atmospheric":
             data[name] = (("time", "level", "latitude", "longitude"), f, {"units": v.units})
@@ -81,7 +83,7 @@ def write_store(path: Path, n_lat: int, n_lon: int, n_times: int, levels: list[i
         else:
             data[name] = (("time", "latitude", "longitude"), f[:, 0], {"units": v.units})
     ds = xr.Dataset(data, coords={"time": time, "level": levels, "latitude": lat, "longitude": lon},
-                    attrs={"description": "synthetic-like random store for the loader benchmark"})
+                    attrs={"description": description})
     ds.chunk({"time": 1}).to_zarr(path, mode="w", consolidated=False)
 
 

@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "benchmarks")):  # the project, and the loader benchmark's store writer
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from aeris.data.cluster import Cluster, available_cores  # noqa: E402
 from aeris.data.config import DataConfig  # noqa: E402
-from aeris.data.lexicon import VARIABLES  # noqa: E402
 from aeris.data.prepared import prepare  # noqa: E402
 from aeris.data.stats import compute_and_save_stats  # noqa: E402
 
@@ -60,35 +60,11 @@ BASELINE_MB_PER_S = 9.0   # the one-process prepare before Dask (the issue's dem
 
 
 def write_source(path: Path, n_lat: int, n_lon: int, n_times: int, levels: list[int], seed: int = 0) -> None:
-    """Smooth random fields in the WB2 layout, one zstd chunk per time and variable."""
-    import pandas as pd
-    import xarray as xr
-    rng = np.random.default_rng(seed)
-    lat = np.linspace(90, -90, n_lat)
-    lon = np.arange(n_lon) * 360.0 / n_lon
-    times = pd.date_range("2020-08-01", periods=n_times, freq="6h").values
-    la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
-    cfg = DataConfig()
-    data = {}
-    for k, name in enumerate([*cfg.surface, *cfg.atmospheric, *cfg.forcings, *cfg.static]):
-        v = VARIABLES[name]
-        lo_, hi = v.valid_min or 0.0, v.valid_max or 1.0
-        base, amp = 0.5 * (lo_ + hi), 0.1 * (hi - lo_)
-        nl = len(levels) if v.kind == "atmospheric" else 1
-        nt = 1 if v.kind == "static" else n_times
-        t = np.arange(nt)[:, None, None, None]
-        f = np.cos(la) * np.sin(lo[None, None] * (1 + k % 3) - 0.2 * t) \
-            + 0.05 * rng.standard_normal((nt, nl, *la.shape))
-        f = (base + amp * f).astype(np.float32)
-        if v.kind == "atmospheric":
-            data[name] = (("time", "level", "latitude", "longitude"), f, {"units": v.units})
-        elif v.kind == "static":
-            data[name] = (("latitude", "longitude"), f[0, 0], {"units": v.units})
-        else:
-            data[name] = (("time", "latitude", "longitude"), f[:, 0], {"units": v.units})
-    ds = xr.Dataset(data, coords={"time": times, "level": levels, "latitude": lat, "longitude": lon},
-                    attrs={"description": "random smooth fields for the prepare benchmark"})
-    ds.chunk({"time": 1}).to_zarr(path, mode="w", consolidated=False)
+    """Smooth random fields in the WB2 layout, one zstd chunk per time and variable (the
+    loader benchmark's store, with less noise)."""
+    from loader import write_store
+    write_store(path, n_lat, n_lon, n_times, levels, seed, noise=0.05,
+                description="random smooth fields for the prepare benchmark")
 
 
 def _files(root: Path) -> dict[str, bytes]:
