@@ -37,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from aeris.atomic import atomic_write
 from swipe.comm import root_then_all
 
-__all__ = ["FORMAT", "CheckpointError", "CheckpointCorrupt", "CheckpointMismatch", "PendingSave", "quarantine", "on_root", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+__all__ = ["FORMAT", "CheckpointError", "CheckpointCorrupt", "CheckpointMismatch", "PendingSave", "quarantine", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
            "rotate_checkpoints", "remove_all_checkpoints", "read_record", "check_record",
            "save_checkpoint", "load_checkpoint", "load_tensors"]
 

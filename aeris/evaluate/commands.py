@@ -12,6 +12,7 @@ tracker (`aeris.evaluate.tracker`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
