@@ -208,14 +208,6 @@ class SwipeEngine:
                                      self._act_shape(mbs), self.act_dtype, self.device, self._before_backward)
         return float(sum(float(l) for l in losses))
 
-    @torch.no_grad()
-    def forward(self, mbs: Sequence[MicroBatch], normaliser: float | None = None) -> list[torch.Tensor]:
-        """Forward only (DeepSpeed InferenceSchedule). On the last stage: the network outputs F
-        (B, n_lw, tpp, C) per micro-batch, or the losses when ``normaliser`` is given."""
-        self.outputs = []
-        return self.executor.infer(len(mbs), self._forward_fn(mbs, normaliser, False),
-                                   self._act_shape(mbs), self.act_dtype, self.device)
-
     # ---- reductions -----------------------------------------------------------------------------
     def grad_norm(self) -> float:
         """Global L2 norm of the (reduced, sharded) gradients of ALL stages: the shards' norm^2

@@ -35,6 +35,7 @@ from aeris.config import Config, dump_config, to_dict
 from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
 from aeris.data.prepared import ensure_prepared
+from aeris.diffusion.trigflow import loss_normaliser
 from aeris.diffusion.weights import latitude_weight_field, variable_weights
 from aeris.forecast.ensemble import init_hours, member_keys
 from aeris.model.flops import exact_flops_per_sample, paper_flops_per_sample
@@ -208,7 +209,7 @@ class Trainer:
         t0 = time.perf_counter()
         fire(self.fault, self.step, self._rank)
         lr = lr_at(self.step, lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
-        loss, gnorm = e.gradients(self._micro_batches(), float(H * W * self.global_batch), grad_clip=tc.grad_clip)
+        loss, gnorm = e.gradients(self._micro_batches(), loss_normaliser(H * W, self.global_batch), grad_clip=tc.grad_clip)
         if self.fault is not None and self.fault.kind == "nan" and self.fault.step == self.step:
             loss = float("nan")
         skipped = self.guard.check(loss, gnorm)
@@ -236,7 +237,7 @@ class Trainer:
         mbs = [MicroBatch([(self.cfg.train.seed, -1, i)], self._batch(self.val_ds, [i]) if e.reads_data else None)
                for i in range(e.replica, n, e.replicas)]
         e.model.eval()
-        total = e.eval_loss(mbs, float(H * W * n))
+        total = e.eval_loss(mbs, loss_normaliser(H * W, n))
         e.model.train()
         return total
 
