@@ -5,8 +5,9 @@ in the layout's storage order (swipe.layout) and calls:
 
 * ``ctx.token_ids(frame)``     global token ids of its local tokens, (n_lw, tpp) numpy int64;
 * ``ctx.piece_coords()``       in-window (row, col) of its local tokens, (tpp, 2) (for RoPE);
-* ``ctx.attention(q, k, v, frame, mask_poles)``  window attention; q/k/v are
-  (B, n_lw, tpp, heads, dh) with ALL heads of the local tokens; returns the same shape;
+* ``ctx.attention(qkv, frame, mask_poles)``  window attention; qkv is q, k, v stacked,
+  (B, n_lw, tpp, 3, heads, dh), with ALL heads of the local tokens (stacked so that a
+  parallel context moves them in one collective); returns (B, n_lw, tpp, heads, dh);
 * ``ctx.change_frame(x, src, dst)``  re-lay tokens (B, n_lw, tpp, C) from frame src to dst.
 
 `SerialContext` (one rank: sp = 1, one window rank) does all of it with local tensor ops; the
@@ -109,7 +110,7 @@ class WindowContext:
         cached per device so the attention hot path copies nothing."""
         return _cached_compact(self.layout, frame, self.wy, self.wx, str(torch.device(device or "cpu")))
 
-    def attention(self, q, k, v, frame: int, mask_poles: bool = False):  # pragma: no cover
+    def attention(self, qkv, frame: int, mask_poles: bool = False):  # pragma: no cover
         raise NotImplementedError
 
     def change_frame(self, x, src: int, dst: int):  # pragma: no cover
@@ -154,7 +155,8 @@ class SerialContext(WindowContext):
                 f"SerialContext needs a one-rank layout (wy = wx = sp = 1), got {layout}")
         super().__init__(layout)
 
-    def attention(self, q, k, v, frame: int, mask_poles: bool = False):
+    def attention(self, qkv, frame: int, mask_poles: bool = False):
+        q, k, v = qkv.unbind(dim=3)
         if not mask_poles:
             return window_attention(q, k, v)
         return window_attention(q, k, v, *self.compact_pole_mask(frame, q.device))

@@ -48,9 +48,9 @@ class SwipeContext(WindowContext):
         self.mesh = mesh
         self.counter = counter
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame: int,
-                  mask_poles: bool = False) -> torch.Tensor:
-        """q, k, v: (B, n_lw, tpp, heads, dh), all heads of the local tokens; same shape out."""
+    def attention(self, qkv: torch.Tensor, frame: int, mask_poles: bool = False) -> torch.Tensor:
+        """qkv: (B, n_lw, tpp, 3, heads, dh), all heads of the local tokens -> (B, n_lw, tpp, heads, dh)."""
+        q, k, v = qkv.unbind(dim=3)
         heads, sp = q.shape[-2], self.layout.sp
         if heads % sp:
             raise MeshError(f"heads={heads} is not divisible by sp={sp}")

@@ -105,12 +105,13 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx, frame: int, mask_poles: bool) -> torch.Tensor:
         B, n, t, d = x.shape
-        q, k, v = self.qkv(x).view(B, n, t, 3, self.heads, self.head_dim).unbind(dim=3)
+        qkv = self.qkv(x).view(B, n, t, 3, self.heads, self.head_dim)
         if self.rope:
             coords = torch.as_tensor(np.asarray(ctx.piece_coords()), device=x.device)
             ang = axial_rope_angles(coords, self.head_dim, self.rope_theta)
-            q, k = apply_rope(q, ang), apply_rope(k, ang)
-        o = ctx.attention(q, k, v, frame, mask_poles=mask_poles)
+            q, k, v = qkv.unbind(dim=3)
+            qkv = torch.stack((apply_rope(q, ang), apply_rope(k, ang), v), dim=3)
+        o = ctx.attention(qkv, frame, mask_poles=mask_poles)
         return self.proj(o.reshape(B, n, t, d))
 
 

@@ -39,7 +39,7 @@ def serial_attention(q, k, v, w, lay: WindowLayout, frame: int, mask_poles: bool
     one = WindowLayout(lay.H, lay.W, lay.ws_h, lay.ws_w)
     ids = one.index_map(frame, 0)
     qs, ks, vs = (gather(t, ids).requires_grad_(True) for t in (q, k, v))
-    out = SerialContext(one).attention(qs, ks, vs, frame, mask_poles)
+    out = SerialContext(one).attention(torch.stack((qs, ks, vs), 3), frame, mask_poles)
     (out * gather(w, ids)).sum().backward()
     n = lay.H * lay.W
     return [scatter_back(t, ids, n) for t in (out.detach(), qs.grad, ks.grad, vs.grad)]
@@ -59,7 +59,7 @@ def _check_context(rank, world, cases):
                 ids = ctx.token_ids(frame)
                 ql, kl, vl = (gather(t, ids).requires_grad_(True) for t in (q, k, v))
                 ctr.reset()
-                out = ctx.attention(ql, kl, vl, frame, mask_poles)
+                out = ctx.attention(torch.stack((ql, kl, vl), 3), frame, mask_poles)
                 (out * gather(w, ids)).sum().backward()
                 for got, want in zip((out, ql.grad, kl.grad, vl.grad), ref):
                     torch.testing.assert_close(got, gather(want, ids), rtol=1e-12, atol=1e-12)
@@ -85,7 +85,7 @@ def _check_context(rank, world, cases):
     ctx = SwipeContext(mesh, mesh.layout(8, 16, 4, 4))
     t = torch.zeros(1, ctx.layout.n_local_windows, ctx.layout.tokens_per_piece, 6, 2)
     try:
-        ctx.attention(t, t, t, 0)
+        ctx.attention(torch.stack((t, t, t), 3), 0)
         raise AssertionError("heads % sp not detected")
     except MeshError as e:
         assert "heads=6 is not divisible by sp=4" in str(e)

@@ -163,7 +163,7 @@ def test_serial_attention_equals_roll_partition_reference(frame, mask_poles, H, 
     ctx = SerialContext(layout)
     tok = [to_tokens(layout, x.reshape(B, H, W, -1), frame).reshape(B, layout.n_local_windows, -1, heads, dh)
            for x in (q, k, v)]
-    out = ctx.attention(*tok, frame, mask_poles=mask_poles)
+    out = ctx.attention(torch.stack(tok, 3), frame, mask_poles=mask_poles)
     got = to_field(layout, [out.reshape(*out.shape[:3], -1)], frame).reshape(B, H, W, heads, dh)
     ref = reference_window_attention(q, k, v, ws, frame, mask_poles)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
@@ -182,7 +182,7 @@ def test_pole_mask_stops_attention_across_the_wrap():
     def run(vv, mask):
         tok = [to_tokens(layout, x.reshape(1, H, W, -1), 1).reshape(1, layout.n_local_windows, -1, 1, 4)
                for x in (q, k, vv)]
-        o = ctx.attention(*tok, 1, mask_poles=mask)
+        o = ctx.attention(torch.stack(tok, 3), 1, mask_poles=mask)
         return to_field(layout, [o.reshape(*o.shape[:3], -1)], 1)
 
     bottom = slice(H - ws[0] // 2, H)
@@ -355,9 +355,9 @@ class ThreadedContext(WindowContext):
         self.world.barrier.wait()
         return allx
 
-    def attention(self, q, k, v, frame, mask_poles=False):
+    def attention(self, qkv, frame, mask_poles=False):
         lay, t = self.layout, self.layout.tokens_per_piece
-        allqkv = self._exchange((q, k, v))
+        allqkv = self._exchange(qkv.unbind(dim=3))
         peers = [lay.rank_index(self.wy, self.wx, s) for s in range(lay.sp)]
         full = [torch.cat([allqkv[p][i] for p in peers], dim=2) for i in range(3)]
         mask = self.pole_mask(frame) if mask_poles else None
