@@ -57,12 +57,16 @@ def _leaving_tokens(lay: WindowLayout, src: int, dst: int, r: int) -> int:
     return sum(m.n_tokens for m in lay.route(src, dst).sends(r) if m.dst != r)
 
 
-def analytic(mesh, rank: int) -> dict[str, int]:
-    """Bytes rank `rank` sends in one training step, by kind (module docstring)."""
+def analytic(mesh, rank: int, net: AerisNet | None = None, micro_batch: int = B, n_micro: int = M,
+             value_bytes: int = BYTES) -> dict[str, int]:
+    """Bytes rank `rank` sends in one training step, by kind (module docstring); ``net`` (may
+    live on the meta device) and the batch default to this benchmark's."""
     dp, pp, wy, wx, sp = mesh
-    cfg = model_cfg()
-    net = AerisNet(cfg, n_out=C, n_in=2 * C + NF, grid=(H, W))
-    lay = WindowLayout(H, W, *cfg.window, wy, wx, sp)
+    if net is None:
+        net = AerisNet(model_cfg(), n_out=C, n_in=2 * C + NF, grid=(H, W))
+    cfg, (H_, W_) = net.cfg, net.grid
+    B, M, BYTES = micro_batch, n_micro, value_bytes  # noqa: N806 (the docstring's symbols)
+    lay = WindowLayout(H_, W_, *cfg.window, wy, wx, sp)
     n_win = wy * wx * sp
     p = (rank // n_win) % pp
     r = rank % n_win
