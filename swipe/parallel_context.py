@@ -1,8 +1,9 @@
 """The SWiPe window context: the same two requests as SerialContext, answered with collectives.
 
-* ``attention``: Ulysses all-to-all over the sp group (every sp rank gets heads/sp heads of
-  its windows' ALL tokens, in quadrant-major order), plain window attention on whole windows
-  (with the pole mask of this window rank if asked), inverse all-to-all.
+* ``attention``: ONE Ulysses all-to-all of the stacked q, k, v over the sp group (every sp rank
+  gets heads/sp heads of its windows' ALL tokens, in quadrant-major order), plain window
+  attention on whole windows (with the pole mask of this window rank if asked), ONE inverse
+  all-to-all of the output: 2 all-to-alls forward, 2 backward per attention (sp > 1).
 * ``change_frame``: shift exchange over the window group along ``layout.route(src, dst)``.
 
 Both are autograd-exact, so a model built on a WindowContext trains identically (to rounding)
@@ -15,7 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from swipe.comm import CommCounter, shift_exchange, ulysses_to_heads, ulysses_to_tokens
+from swipe.comm import CommCounter, shift_exchange, ulysses_qkv_to_heads, ulysses_to_tokens
 from swipe.context import WindowContext, window_attention
 from swipe.layout import Route, WindowLayout
 from swipe.mesh import MeshError, SwipeMesh
@@ -50,16 +51,17 @@ class SwipeContext(WindowContext):
 
     def attention(self, qkv: torch.Tensor, frame: int, mask_poles: bool = False) -> torch.Tensor:
         """qkv: (B, n_lw, tpp, 3, heads, dh), all heads of the local tokens -> (B, n_lw, tpp, heads, dh)."""
-        q, k, v = qkv.unbind(dim=3)
-        heads, sp = q.shape[-2], self.layout.sp
+        heads, sp = qkv.shape[-2], self.layout.sp
         if heads % sp:
             raise MeshError(f"heads={heads} is not divisible by sp={sp}")
         g, ctr = self.mesh.sp_group, self.counter
-        qh, kh, vh = (ulysses_to_heads(t, g, ctr) for t in (q, k, v))
+        # the attention needs every token of its heads at once: nothing to overlap the
+        # all-to-alls with (docs/layout.md, "Communication primitives")
+        q, k, v = ulysses_qkv_to_heads(qkv, g, ctr).unbind(dim=3)
         if mask_poles:
-            out = window_attention(qh, kh, vh, *self.compact_pole_mask(frame, q.device))
+            out = window_attention(q, k, v, *self.compact_pole_mask(frame, qkv.device))
         else:
-            out = window_attention(qh, kh, vh)
+            out = window_attention(q, k, v)
         return ulysses_to_tokens(out, g, ctr)
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:

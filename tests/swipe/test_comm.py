@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from swipe.comm import (CommCounter, all_reduce_sum, recv_routed, send_routed, shift_exchange,
-                        ulysses_to_heads, ulysses_to_tokens)
+                        ulysses_qkv_to_heads, ulysses_to_heads, ulysses_to_tokens)
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 from swipe.mesh import SwipeMesh
@@ -105,6 +105,28 @@ def _check_ulysses(rank, mesh: SwipeMesh, heads=4, dh=3, n_lw=2, tpp=3):
     assert ctr.bytes["all_to_all"] == 4 * a2a
 
 
+def _check_ulysses_qkv(rank, mesh: SwipeMesh, heads=4, dh=3, n_lw=2, tpp=3):
+    """Stacked q, k, v in ONE all-to-all: the same values as three separate ones."""
+    sp = mesh.shape.sp
+    s, w = mesh.coords.sp, mesh.rank // sp
+    T, hs = tpp * sp, heads // sp
+    full = random_field(400 + w, B, n_lw, T, 3, heads, dh)
+    x = full[:, :, s * tpp:(s + 1) * tpp].clone().requires_grad_(True)
+    ctr = CommCounter()
+    y = ulysses_qkv_to_heads(x, mesh.sp_group, ctr)
+    assert y.shape == (B, n_lw, T, 3, hs, dh)
+    torch.testing.assert_close(y, full[..., s * hs:(s + 1) * hs, :], rtol=0, atol=0)
+    # a view of the received buffer, not a copy of it: its storage holds exactly y's elements
+    assert not y.is_contiguous() and y.untyped_storage().nbytes() == y.numel() * F64
+    assert ctr.calls["all_to_all"] == 1 and ctr.messages["all_to_all"] == sp - 1
+    assert ctr.bytes["all_to_all"] == x.numel() * F64 * (sp - 1) // sp  # = 3 separate ones
+    wts = [random_field(500 + w * 16 + j, B, n_lw, T, 3, hs, dh) for j in range(sp)]
+    (y * wts[s]).sum().backward()
+    torch.testing.assert_close(x.grad, torch.cat(wts, dim=4)[:, :, s * tpp:(s + 1) * tpp], rtol=0, atol=0)
+    assert ctr.calls["all_to_all"] == 2 and ctr.bytes["all_to_all"] == 2 * x.numel() * F64 * (sp - 1) // sp
+    assert ctr.seconds["all_to_all"] > 0  # the blocking calls are timed
+
+
 def run_allgather(t, group):
     out = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
     dist.all_gather(out, t.contiguous(), group=group)
@@ -164,6 +186,8 @@ def _all_checks(rank, world):
     # Ulysses over sp = 4 and sp = 2 groups
     _check_ulysses(rank, SwipeMesh.build(1, 1, 1, 2, 4))
     _check_ulysses(rank, SwipeMesh.build(2, 1, 2, 1, 2))
+    _check_ulysses_qkv(rank, SwipeMesh.build(1, 1, 1, 2, 4))
+    _check_ulysses_qkv(rank, SwipeMesh.build(2, 1, 2, 1, 2))
     # shift exchange: (mesh, layout) with sp in {1, 2, 4, 8}, non-square window grids, dp > 1
     for mesh_shape, grid in [((1, 1, 2, 4, 1), (16, 32, 4, 4)),   # sp 1, 4x8 windows on 2x4
                              ((1, 1, 2, 2, 2), (16, 24, 4, 4)),   # sp 2, 4x6 windows on 2x2
@@ -190,7 +214,9 @@ def _all_checks(rank, world):
 def test_comm_primitives_8_ranks():
     results = run_distributed(_all_checks, 8, timeout=180)
     for rank, res in enumerate(results):
-        assert res["all_reduce"] == {"bytes": 2 * 7 * 5 * F64 // 8, "messages": 14, "calls": 1}
+        ar = dict(res["all_reduce"])
+        assert ar.pop("seconds") > 0
+        assert ar == {"bytes": 2 * 7 * 5 * F64 // 8, "messages": 14, "calls": 1}
         for mesh_shape in [(1, 2, 1, 2, 2), (1, 2, 1, 1, 4), (2, 2, 2, 1, 1)]:
             n_window = mesh_shape[2] * mesh_shape[3] * mesh_shape[4]
             if (rank // n_window) % 2:  # stage 1 ranks only receive
@@ -208,15 +234,18 @@ def test_comm_primitives_8_ranks():
 def test_counter_api():
     c = CommCounter()
     c.add("p2p", 10, 2)
-    c.add("p2p", 5, 1)
+    c.add("p2p", 5, 1, seconds=0.25)
+    c.add_wait("p2p", 0.5)  # a deferred wait: time only, no call
     snap = c.snapshot()
     c.add("all_reduce", 3, 1)
-    assert snap["p2p"] == {"bytes": 15, "messages": 3, "calls": 2}
+    assert snap["p2p"] == {"bytes": 15, "messages": 3, "calls": 2, "seconds": 0.75}
     assert snap["all_reduce"]["bytes"] == 0 and c.total_bytes == 18
     c.reset()
-    assert c.total_bytes == 0 and c.calls["p2p"] == 0
+    assert c.total_bytes == 0 and c.calls["p2p"] == 0 and c.seconds["p2p"] == 0
     with pytest.raises(ValueError, match="unknown communication kind"):
         c.add("broadcast", 1, 1)
+    with pytest.raises(ValueError, match="unknown communication kind"):
+        c.add_wait("broadcast", 1.0)
 
 
 def test_analytic_table_matches_route():
@@ -232,6 +261,8 @@ def test_analytic_table_matches_route():
 def test_shape_errors():
     with pytest.raises(ValueError, match="expects \\(B, n_lw, tokens, heads, dh\\)"):
         ulysses_to_heads(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="expects \\(B, n_lw, tokens, 3, heads, dh\\)"):
+        ulysses_qkv_to_heads(torch.zeros(2, 3, 4, 2, 4, 2))
     with pytest.raises(ValueError, match="expects \\(B, n_lw, tokens_per_piece"):
         shift_exchange(torch.zeros(4, 4), WindowLayout(8, 8, 4, 4).route(0, 1), 0)
 

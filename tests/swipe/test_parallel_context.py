@@ -60,12 +60,15 @@ def _check_context(rank, world, cases):
                 ql, kl, vl = (gather(t, ids).requires_grad_(True) for t in (q, k, v))
                 ctr.reset()
                 out = ctx.attention(torch.stack((ql, kl, vl), 3), frame, mask_poles)
+                fwd_calls = ctr.calls["all_to_all"]
                 (out * gather(w, ids)).sum().backward()
                 for got, want in zip((out, ql.grad, kl.grad, vl.grad), ref):
                     torch.testing.assert_close(got, gather(want, ids), rtol=1e-12, atol=1e-12)
-                # 3 forward + 3 backward all-to-alls of (sp-1)/sp of q, and 1 + 1 for the output
+                # bytes: (sp-1)/sp of q, k, v and of the output, forward and backward; calls:
+                # stacked q, k, v in one all-to-all, the output in one, and the same backward
                 sp = lay.sp
                 assert ctr.bytes["all_to_all"] == 8 * ql.numel() * F64 * (sp - 1) // sp
+                assert (fwd_calls, ctr.calls["all_to_all"]) == ((2, 4) if sp > 1 else (0, 0))
         # change_frame: the field's tokens move like the serial permutation
         x = rand(seed + 9, B, n, C)
         for src, dst in [(0, 1), (1, 0)]:
