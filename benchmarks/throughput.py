@@ -46,6 +46,33 @@ CASES = [  # (config, overrides, grid)
 ]
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
+
+
+def gemm_tflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 0) -> float:
+    """Best-of measured rate of a square n x n x n matmul (2 n^3 FLOPs) in ``dtype``: the rate
+    this device reaches on the work MFU is made of, measured in the same run as the model."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    a @ b  # warm-up (library initialisation, clocks)
+    synchronize(device)
+    reps = repeats or max(3, int(2e10 / (2 * n ** 3)) if device.type == "cpu" else 50)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        synchronize(device)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 2 * n ** 3 / best / 1e12
+
+
 def device_peak(device: torch.device, precision: str, override: float | None) -> tuple[str, float | None]:
     if device.type == "cpu":
         name = platform.processor() or "cpu"
