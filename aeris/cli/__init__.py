@@ -4,7 +4,7 @@ Each area owns one module here with ``add_parser(subparsers)`` that registers it
 sub-command(s) and sets ``func`` (a callable taking the parsed namespace):
 ``aeris data ...`` (data.py), ``aeris train`` (train.py), ``aeris forecast`` (forecast.py),
 ``aeris evaluate`` (evaluate.py), ``aeris track`` (track.py), ``aeris demo`` (demo.py),
-``aeris config show`` (config.py).
+``aeris config show`` (config.py), ``aeris jobscript`` (jobscript.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "demo", "config")
+_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "demo", "config", "jobscript")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line: start it under the allocator policy
+        from aeris.cli.common import apply_allocator_policy
+        apply_allocator_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
