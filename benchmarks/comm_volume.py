@@ -12,7 +12,8 @@ B = samples per micro-batch, m = micro-batches, t = tokens per rank, d = model w
 * p2p, in-stage frame changes (pp = 1 or several frame groups in one stage): the tokens that
   leave the rank on the route (from swipe.layout), forward and backward;
 * all_to_all (Ulysses): per block, q, k, v and the output, forward and backward, each moving
-  (sp-1)/sp of B t d b;
+  (sp-1)/sp of B t d b; with model.checkpoint_blocks the backward recomputes the forward and
+  its four all-to-alls again (12 per block instead of 8);
 * all_gather / reduce_scatter (FSDP2 over the weight group of n ranks, P the stage's
   parameters): the stage is gathered once per step, (n-1)/n P b, and its accumulated
   gradients reduce-scattered once, (n-1)/n P b (2 m and m times that with
@@ -83,7 +84,7 @@ def analytic(mesh, rank: int, net: AerisNet | None = None, micro_batch: int = B,
     if frame != plan.end_frame:
         p2p += M * B * cfg.dim * BYTES * (_leaving_tokens(lay, frame, plan.end_frame, r)
                                           + _leaving_tokens(lay, plan.end_frame, frame, r))
-    a2a = len(plan.blocks) * 8 * M * act * (sp - 1) // sp
+    a2a = len(plan.blocks) * (12 if cfg.checkpoint_blocks else 8) * M * act * (sp - 1) // sp
     n_params = 0
     for name, prm in net.named_parameters():
         blk = name.split(".")[1] if name.startswith("blocks.") else None
