@@ -15,14 +15,20 @@ Stages (pure, no process group):
   rank); frame changes inside a stage are the caller's (``ctx.change_frame``).
 
 Executor (``PipelineExecutor``): runs an EXISTING instruction stream, DeepSpeed's
-``TrainSchedule`` (1F1B) or ``InferenceSchedule`` (forward only). Every schedule step is atomic
-(DeepSpeed's contract: a barrier may sit between steps), and in both schedules all the p2p
-instructions of a step refer to tensors computed in earlier steps, so the executor posts all
-of a step's sends and receives as one ``batch_isend_irecv`` (no ordering deadlocks) and then
-runs the step's compute. Instructions of one kind visit micro-batches in order (the k-th
-ForwardPass is micro-batch k, the k-th SendGrad returns the input gradient of micro-batch k,
-...), which is how the executor keys its buffers; DeepSpeed's buffer ids are not needed.
-Gradients flow back on the inverse routes. Knows nothing about weather or the model.
+``TrainSchedule`` (1F1B) or ``InferenceSchedule`` (forward only). In both, every p2p
+instruction of step t+1 refers to tensors computed by step t or earlier (a send carries the
+output of step t's compute; a receive fills the input of step t+1's compute), and the k-th send
+of a kind on one stage matches the k-th receive on its neighbour. The executor therefore
+posts step t+1's p2p while step t runs: its receives BEFORE step t's compute (with gloo,
+"posting ahead": the neighbour's data then travels while this rank computes), its sends right
+after it, and waits for a received tensor only where it is first used. With nccl (any backend
+but gloo) a step's sends and receives go as ONE group after step t's compute, as nccl runs
+the operations of one communicator in issue order and a receive issued ahead of a send would
+deadlock; a wait there only orders streams. Instructions of one kind visit micro-batches in
+order (the k-th ForwardPass is micro-batch k, the k-th SendGrad returns the input gradient of
+micro-batch k, ...), which is how the executor keys its buffers; DeepSpeed's buffer ids are
+not needed. Gradients flow back on the inverse routes. Knows nothing about weather or the
+model. See docs/pipeline.md, "Executor".
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from swipe.comm import CommCounter, routed_recv_ops, routed_send_ops
+from swipe.comm import CommCounter, default_counter, routed_recv_ops, routed_send_ops, wait_all
 from swipe.layout import Route, WindowLayout
 
 __all__ = ["PipelineError", "stage_split", "StagePlan", "plan_stages", "stage_routes",
@@ -159,6 +165,19 @@ def inference_schedule(micro_batches: int, stages: int, stage: int):
     return _ds_schedule().InferenceSchedule(micro_batches=micro_batches, stages=stages, stage_id=stage)
 
 
+class _Batch:
+    """The works of one ``batch_isend_irecv``, waited for at most once (waiting on a finished
+    gloo receive again would block for a next message)."""
+
+    def __init__(self, works):
+        self.works, self.done = works, False
+
+    def wait(self, counter: CommCounter) -> None:
+        if not self.done:
+            wait_all(self.works, counter, "p2p")
+            self.done = True
+
+
 # ---- executor ---------------------------------------------------------------------------------
 class PipelineExecutor:
     """Runs one stage of a pipeline for one batch of micro-batches.
@@ -172,12 +191,15 @@ class PipelineExecutor:
     ``prev_ranks`` / ``next_ranks``: GLOBAL ranks of the previous / next stage indexed by
     window-group rank; ``recv_route`` / ``send_route``: the routes into / out of this stage
     (``stage_routes``); ``window_rank``: this rank's index in its window group.
+    ``post_ahead``: post a step's receives before the previous step's compute (module
+    docstring); None = exactly when the default process group is gloo, the one backend here
+    whose posted operations complete in any order; True elsewhere is refused.
     """
 
     def __init__(self, stage: int, n_stages: int, window_rank: int, *,
                  prev_ranks: Sequence[int] | None = None, next_ranks: Sequence[int] | None = None,
                  recv_route: Route | None = None, send_route: Route | None = None,
-                 counter: CommCounter | None = None):
+                 counter: CommCounter | None = None, post_ahead: bool | None = None):
         if not 0 <= stage < n_stages:
             raise PipelineError(f"stage {stage} out of range for {n_stages} stages")
         if stage > 0 and (prev_ranks is None or recv_route is None):
@@ -190,6 +212,18 @@ class PipelineExecutor:
         self.grad_send_route = recv_route.inverse() if recv_route is not None else None
         self.grad_recv_route = send_route.inverse() if send_route is not None else None
         self.counter = counter
+        self.post_ahead = post_ahead
+
+    def _posts_ahead(self) -> bool:
+        backend = dist.get_backend()
+        if self.post_ahead is None:
+            return backend == "gloo"
+        if self.post_ahead and backend != "gloo":
+            raise PipelineError(
+                f"post_ahead=True needs the gloo backend, not {backend!r}: there a receive posted "
+                f"before an earlier step's send on the same communicator can deadlock (operations "
+                f"of one communicator run in issue order); use post_ahead=None or False")
+        return self.post_ahead
 
     @property
     def is_first(self) -> bool:
@@ -220,10 +254,16 @@ class PipelineExecutor:
     def _run(self, schedule, train: bool, forward, act_shape, dtype, device, before_backward=None,
              n_micro: int = 0) -> list[torch.Tensor]:
         S = _ds_schedule()
-        comm_types = (S.SendActivation, S.RecvActivation, S.SendGrad, S.RecvGrad)
-        inputs: dict[int, torch.Tensor] = {}    # received activation per micro-batch
+        recv_types, send_types = (S.RecvActivation, S.RecvGrad), (S.SendActivation, S.SendGrad)
+        steps = [list(cmds) for cmds in schedule.steps()]
+        ahead = self._posts_ahead()
+        ctr = self.counter if self.counter is not None else default_counter()
+        inputs: dict[int, torch.Tensor] = {}    # received activation per micro-batch (train: for SendGrad)
         outputs: dict[int, torch.Tensor] = {}   # this stage's output per micro-batch
-        grads: dict[int, torch.Tensor] = {}     # received output gradient per micro-batch
+        # posted receives not consumed yet: (kind, mb) -> (their batch, finish)
+        pending: dict[tuple[str, int], tuple[_Batch, Callable[[], torch.Tensor]]] = {}
+        sends: list[_Batch] = []                # posted batches holding sends, not waited for yet
+        posted: set[tuple[int, int]] = set()    # (step, instruction index) already posted
         nxt = dict.fromkeys(("send_act", "recv_act", "send_grad", "recv_grad", "fwd", "bwd"), 0)
         results: list[torch.Tensor] = []
 
@@ -232,46 +272,74 @@ class PipelineExecutor:
             nxt[kind] += 1
             return k
 
-        for cmds in schedule.steps():
-            ops, finish = [], []
-            for cmd in cmds:
-                if isinstance(cmd, S.SendActivation):
-                    mb = take("send_act")
-                    out = outputs[mb] if train else outputs.pop(mb)
-                    ops += routed_send_ops(out.detach(), self.send_route, self.window_rank,
-                                           self.next_ranks, self.counter)
-                elif isinstance(cmd, S.RecvActivation):
-                    mb = take("recv_act")
-                    buf = torch.empty(act_shape(mb), dtype=dtype, device=device)
-                    o, fin = routed_recv_ops(buf, self.recv_route, self.window_rank, self.prev_ranks)
-                    ops += o
-                    finish.append((inputs, mb, fin))
-                elif isinstance(cmd, S.SendGrad):
-                    mb = take("send_grad")
-                    x = inputs.pop(mb)
-                    g = x.grad if x.grad is not None else torch.zeros_like(x)
-                    ops += routed_send_ops(g, self.grad_send_route, self.window_rank,
-                                           self.prev_ranks, self.counter)
-                elif isinstance(cmd, S.RecvGrad):
-                    mb = take("recv_grad")
-                    buf = torch.empty_like(outputs[mb])
-                    o, fin = routed_recv_ops(buf, self.grad_recv_route, self.window_rank, self.next_ranks)
-                    ops += o
-                    finish.append((grads, mb, fin))
-            if ops:
-                for w in dist.batch_isend_irecv(ops):
-                    w.wait()
-            for store, mb, fin in finish:
-                t = fin()
-                store[mb] = t.requires_grad_(True) if (train and store is inputs) else t
-            for cmd in cmds:
-                if isinstance(cmd, comm_types):
+        def build(cmd) -> tuple[list, tuple[str, int] | None, Callable | None]:
+            """P2P ops of one instruction (and, for a receive, its key and finish)."""
+            if isinstance(cmd, S.SendActivation):
+                mb = take("send_act")
+                out = outputs[mb] if train else outputs.pop(mb)
+                return routed_send_ops(out.detach(), self.send_route, self.window_rank,
+                                       self.next_ranks, ctr), None, None
+            if isinstance(cmd, S.SendGrad):
+                mb = take("send_grad")
+                x = inputs.pop(mb)
+                g = x.grad if x.grad is not None else torch.zeros_like(x)
+                return routed_send_ops(g, self.grad_send_route, self.window_rank,
+                                       self.prev_ranks, ctr), None, None
+            if isinstance(cmd, S.RecvActivation):
+                mb = take("recv_act")
+                buf = torch.empty(act_shape(mb), dtype=dtype, device=device)
+                ops, fin = routed_recv_ops(buf, self.recv_route, self.window_rank, self.prev_ranks)
+                return ops, ("act", mb), fin
+            mb = take("recv_grad")
+            ops, fin = routed_recv_ops(torch.empty_like(outputs[mb]), self.grad_recv_route,
+                                       self.window_rank, self.next_ranks)
+            return ops, ("grad", mb), fin
+
+        def post(t: int, kinds: tuple, last_chance: bool) -> None:
+            """Post step t's not yet posted instructions of ``kinds`` as one batch."""
+            if t >= len(steps):
+                return
+            ops, recvs, has_send = [], [], False
+            for i, cmd in enumerate(steps[t]):
+                if not isinstance(cmd, kinds) or (t, i) in posted:
                     continue
+                if isinstance(cmd, S.RecvGrad) and nxt["recv_grad"] not in outputs:
+                    if last_chance:
+                        raise PipelineError(f"stage {self.stage}: the schedule receives the gradient "
+                                            f"of micro-batch {nxt['recv_grad']} before its forward")
+                    continue  # its buffer takes the shape of a forward not run yet: post it later
+                posted.add((t, i))
+                o, key, fin = build(cmd)
+                ops += o
+                if key is None:
+                    has_send = True
+                else:
+                    recvs.append((key, fin))
+            if not ops:
+                return
+            batch = _Batch(dist.batch_isend_irecv(ops))
+            for key, fin in recvs:
+                pending[key] = (batch, fin)
+            if has_send:
+                sends.append(batch)
+
+        def received(key: tuple[str, int]) -> torch.Tensor:
+            batch, fin = pending.pop(key)
+            batch.wait(ctr)
+            return fin()
+
+        post(0, recv_types + send_types, True)
+        for t, cmds in enumerate(steps):
+            if ahead:   # step t+1's inputs travel while step t computes
+                post(t + 1, recv_types, False)
+            for cmd in cmds:
                 if isinstance(cmd, S.ForwardPass):
                     mb = take("fwd")
-                    x = None if self.is_first else inputs[mb]
-                    if not train and not self.is_first:
-                        inputs.pop(mb)
+                    x = None
+                    if not self.is_first:
+                        x = received(("act", mb))
+                        if train:
+                            inputs[mb] = x.requires_grad_(True)
                     out = forward(mb, x)
                     if self.is_last:
                         results.append(out.detach())
@@ -287,12 +355,16 @@ class PipelineExecutor:
                     if self.is_last:
                         out.backward()
                     else:
-                        torch.autograd.backward(out, grads.pop(mb))
-                    if self.is_first:
-                        inputs.pop(mb, None)
-                # LoadMicroBatch: forward(mb, ...) loads its own data; Reduce*/OptimizerStep: the
-                # caller reduces gradients and steps after the batch.
-        if outputs or grads or (train and inputs):
+                        torch.autograd.backward(out, received(("grad", mb)))
+                # p2p: posted ahead; LoadMicroBatch: forward(mb, ...) loads its own data;
+                # Reduce*/OptimizerStep: the caller reduces gradients and steps after the batch.
+            # the previous sends had this step's compute to complete (their receives were posted
+            # no later than they were): bounded buffers, and errors surface here
+            while sends:
+                sends.pop().wait(ctr)
+            post(t + 1, send_types + recv_types, True)
+        if outputs or pending or (train and inputs):
             raise PipelineError(f"stage {self.stage}: schedule ended with unconsumed buffers "
-                                f"(outputs {sorted(outputs)}, grads {sorted(grads)}, inputs {sorted(inputs)})")
+                                f"(outputs {sorted(outputs)}, received {sorted(pending)}, "
+                                f"inputs {sorted(inputs)})")
         return results

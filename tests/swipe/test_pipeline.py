@@ -95,7 +95,7 @@ def toy_serial(P):
     return h.detach(), w_in.grad, w.grad
 
 
-def _toy_rank(rank, world, pp, wy, wx, P, shift_every):
+def _toy_rank(rank, world, pp, wy, wx, P, shift_every, post_ahead=None):
     import torch.distributed as dist
     from swipe.comm import CommCounter, all_reduce_sum
     from swipe.mesh import SwipeMesh
@@ -110,7 +110,8 @@ def _toy_rank(rank, world, pp, wy, wx, P, shift_every):
     plan = plans[mesh.coords.pp]
     recv, send = stage_routes(lay, plans, plan.index)
     ex = PipelineExecutor(plan.index, pp, mesh.window_rank, prev_ranks=mesh.prev_stage_ranks,
-                          next_ranks=mesh.next_stage_ranks, recv_route=recv, send_route=send)
+                          next_ranks=mesh.next_stage_ranks, recv_route=recv, send_route=send,
+                          post_ahead=post_ahead)
     w_in = P["w_in"].clone().requires_grad_(True)
     w = P["w"].clone().requires_grad_(True)
     ids0 = torch.from_numpy(ctx.token_ids(0))
@@ -142,11 +143,16 @@ def _toy_rank(rank, world, pp, wy, wx, P, shift_every):
             "grads": grads, "outs": outs, "in_stage": [i for i in plan.blocks]}
 
 
-@pytest.mark.parametrize("pp, wy, wx, shift_every", [(3, 2, 1, 1), (2, 1, 2, 2)], ids=["pp3-wy2", "pp2-wx2"])
-def test_executor_matches_serial(pp, wy, wx, shift_every):
+@pytest.mark.parametrize("pp, wy, wx, shift_every, post_ahead", [(3, 2, 1, 1, None), (2, 1, 2, 2, None),
+                                                                  (3, 1, 2, 1, False)],
+                         ids=["pp3-wy2", "pp2-wx2", "pp3-wx2-grouped"])
+def test_executor_matches_serial(pp, wy, wx, shift_every, post_ahead):
+    """post_ahead None = receives posted a step ahead (gloo); False = one batch per step, the
+    way a backend with in-order communicators (nccl) runs."""
     P = toy_params()
     h_ref, g_in_ref, g_ref = toy_serial(P)
-    res = run_distributed(_toy_rank, pp * wy * wx, args=(pp, wy, wx, P, shift_every), timeout=120)
+    res = run_distributed(_toy_rank, pp * wy * wx, args=(pp, wy, wx, P, shift_every, post_ahead),
+                          timeout=120)
     lay = WindowLayout(**LAY, wpy=wy, wpx=wx)
     last = sorted((r for r in res if r["stage"] == pp - 1), key=lambda r: r["wr"])
     total = sum(r["loss"] for r in last)
@@ -162,3 +168,70 @@ def test_executor_matches_serial(pp, wy, wx, shift_every):
         for i in r["in_stage"]:
             torch.testing.assert_close(r["grads"]["w"][i], g_ref[i], rtol=1e-10, atol=1e-12)
     assert sorted(i for r in res if r["wr"] == 0 for i in r["in_stage"]) == list(range(DEPTH))
+
+
+# ---- when the executor posts its receives -----------------------------------------------------
+def _event_rank(rank, world, post_ahead):
+    """pp 2 on 2 ranks, 3 micro-batches: the order of p2p posts and computes on each stage."""
+    import torch.distributed as dist
+    from swipe.comm import CommCounter
+    from swipe.pipeline import PipelineExecutor
+
+    events = []
+    real = dist.batch_isend_irecv
+
+    def logged(ops):
+        events.append(("post", tuple("send" if op.op is dist.isend else "recv" for op in ops)))
+        return real(ops)
+
+    dist.batch_isend_irecv = logged
+    route = WindowLayout(4, 4, 4, 4).route(0, 0)
+    ctr = CommCounter()
+    ex = PipelineExecutor(rank, 2, 0, prev_ranks=[0] if rank else None, next_ranks=None if rank else [1],
+                          recv_route=route if rank else None, send_route=None if rank else route,
+                          counter=ctr, post_ahead=post_ahead)
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+
+    def forward(k, x):
+        events.append(("fwd", k))
+        if rank == 0:
+            return torch.full((1, 1, 16, 1), float(k + 1), dtype=torch.float64) * w
+        return (x * w).sum()
+
+    losses = ex.train(3, forward, lambda k: (1, 1, 16, 1), torch.float64,
+                      before_backward=lambda k, last: events.append(("bwd", k)))
+    dist.batch_isend_irecv = real
+    return {"events": events, "loss": [float(l) for l in losses], "grad": float(w.grad),
+            "p2p": ctr.snapshot()["p2p"]}
+
+
+@pytest.mark.parametrize("post_ahead", [None, False], ids=["ahead", "grouped"])
+def test_receives_posted_ahead(post_ahead):
+    """With gloo the last stage posts the receive of micro-batch k+1's activation BEFORE it
+    runs micro-batch k's backward (the activation travels meanwhile); grouped, after it. Both
+    give the same numbers."""
+    first, last = run_distributed(_event_rank, 2, args=(post_ahead,), timeout=60)
+    ev = last["events"]
+    recvs = [i for i, e in enumerate(ev) if e[0] == "post" and "recv" in e[1]]
+    assert len(recvs) == 3                                  # one per micro-batch
+    before = recvs[1] < ev.index(("bwd", 0)) and recvs[2] < ev.index(("bwd", 1))
+    assert before == (post_ahead is None), ev
+    if post_ahead is None:  # a receive posted ahead travels alone, the step's sends after compute
+        assert all(ev[i][1] == ("recv",) for i in recvs), ev
+    else:                   # one batch per step: the gradient send with the next receive
+        assert ev[recvs[1]][1] == ("send", "recv"), ev
+    # the same numbers either way: loss = sum_k 16 (k+1) w^2 with w = 2, d/dw = 2 * 96 w / 2
+    assert last["loss"] == [16 * 4.0 * (k + 1) for k in range(3)]
+    assert first["grad"] + last["grad"] == pytest.approx(2 * 96 * 2.0)
+    # calls: stage 0 sends 3 activations, the last stage 3 gradients; every wait is timed
+    assert first["p2p"]["calls"] == last["p2p"]["calls"] == 3
+    assert first["p2p"]["seconds"] > 0 and last["p2p"]["seconds"] > 0
+
+
+def test_post_ahead_refused_off_gloo(monkeypatch):
+    import swipe.pipeline as sp
+    ex = sp.PipelineExecutor(0, 1, 0, post_ahead=True)
+    monkeypatch.setattr(sp.dist, "get_backend", lambda group=None: "nccl")
+    with pytest.raises(PipelineError, match="post_ahead=True needs the gloo backend"):
+        ex._posts_ahead()
+    assert sp.PipelineExecutor(0, 1, 0)._posts_ahead() is False  # auto: grouped off gloo
