@@ -26,6 +26,7 @@ __all__ = [
     "area_weights", "spatial_mean", "mse", "rmse", "ensemble_mean_rmse",
     "crps_ensemble", "crps_fair", "crps_ecdf", "crps_score",
     "ensemble_variance", "ensemble_spread", "spread_skill_ratio",
+    "mae", "CLIMATOLOGY_KINDS", "select_period", "climatology_years", "choose_climatology_kind",
     "compute_climatology", "climatology_at", "acc",
     "zonal_power_spectrum", "mean_zonal_spectrum",
 ]
@@ -85,6 +86,14 @@ def rmse(forecast: xr.DataArray, truth: xr.DataArray, *, time_dim: str | None = 
     Without a `time_dim` in the data this is the RMSE of a single field.
     """
     return np.sqrt(_time_mean(mse(forecast, truth, weights), time_dim))
+
+
+def mae(forecast: xr.DataArray, truth: xr.DataArray, *, time_dim: str | None = TIME,
+        weights: xr.DataArray | None = None) -> xr.DataArray:
+    """MAE = mean_t < |f_t - y_t| >: the CRPS of a deterministic forecast (its predictive
+    distribution is a point mass at f, and CRPS(delta_f, y) = |f - y|), so deterministic
+    baselines are compared with an ensemble's CRPS through it (WB2)."""
+    return _time_mean(spatial_mean(np.abs(forecast - truth), weights), time_dim)
 
 
 def ensemble_mean_rmse(forecast: xr.DataArray, truth: xr.DataArray, *, member_dim: str = MEMBER,
@@ -199,83 +208,162 @@ def spread_skill_ratio(forecast: xr.DataArray, truth: xr.DataArray, *, member_di
 
 
 # ---- climatology and ACC ---------------------------------------------------------------------
+CLIMATOLOGY_KINDS = ("doy_hour", "hour")
+
+
 def _circular_doy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = np.abs(a[:, None] - b[None, :]) % 366
     return np.minimum(d, 366 - d)
 
 
+def _check_window(window_days: int, what: str) -> None:
+    if window_days < 1 or window_days % 2 == 0:
+        raise ValueError(f"{what}: window_days must be a positive odd integer, got {window_days}")
+
+
+def select_period(truth: xr.Dataset | xr.DataArray, period: Sequence[str] | None, time_dim: str = TIME,
+                  what: str = "select_period") -> xr.Dataset | xr.DataArray:
+    """`truth` restricted to ``period = (start, end)`` (inclusive ISO dates; None = all)."""
+    if time_dim not in truth.dims:
+        raise ValueError(f"{what}: truth has no {time_dim!r} dimension")
+    if period is None:
+        return truth
+    if len(period) != 2:
+        raise ValueError(f"{what}: period must be (start, end), got {period!r}")
+    sub = truth.sel({time_dim: slice(str(period[0]), str(period[1]))})
+    if sub.sizes[time_dim] == 0:
+        t = truth[time_dim].values
+        raise ValueError(f"{what}: no truth times in period {tuple(period)} "
+                         f"(truth covers {t.min() if t.size else '-'} .. {t.max() if t.size else '-'})")
+    return sub
+
+
+def climatology_years(times: np.ndarray | pd.DatetimeIndex, window_days: int = 61) -> xr.DataArray:
+    """How many distinct calendar years feed each (day of year, hour) bin of a smoothed
+    climatology computed from samples at `times`:
+
+        n_years(d, h) = #{ year(t) : hour(t) = h, |doy(t) - d|_366 <= window_days // 2 }
+
+    dims (dayofyear = 1..366, hour = the hours present in `times`)."""
+    _check_window(window_days, "climatology_years")
+    t = pd.DatetimeIndex(times)
+    if t.size == 0:
+        raise ValueError("climatology_years: no times")
+    doy, hour, year = t.day_of_year.values, t.hour.values, t.year.values
+    hours = np.unique(hour)
+    all_doy = np.arange(1, 367)
+    near = _circular_doy_distance(all_doy, doy) <= window_days // 2  # (366, n_times)
+    counts = np.zeros((all_doy.size, hours.size), dtype=np.int64)
+    for h_i, h in enumerate(hours):
+        at_h = hour == h
+        for y in np.unique(year[at_h]):
+            counts[:, h_i] += near[:, at_h & (year == y)].any(axis=1)
+    return xr.DataArray(counts, dims=("dayofyear", "hour"), coords={"dayofyear": all_doy, "hour": hours},
+                        name="n_years")
+
+
+def choose_climatology_kind(period_times: np.ndarray | pd.DatetimeIndex,
+                            valid_times: np.ndarray | pd.DatetimeIndex, *, window_days: int = 61,
+                            min_years: int = 3) -> str:
+    """``"doy_hour"`` when the period gives every (day of year, hour) bin of the valid times
+    at least `min_years` distinct years within the smoothing window (`climatology_years`),
+    else ``"hour"`` (a mean per hour of day over the whole period): a day-of-year
+    climatology from one or two years is mostly weather, not climate."""
+    if min_years < 1:
+        raise ValueError(f"choose_climatology_kind: min_years must be >= 1, got {min_years}")
+    n = climatology_years(period_times, window_days)
+    v = pd.DatetimeIndex(np.asarray(valid_times).ravel())
+    if v.size == 0:
+        raise ValueError("choose_climatology_kind: no valid times")
+    have = {int(h) for h in n["hour"].values}
+    if any(int(h) not in have for h in np.unique(v.hour)):
+        return "hour"  # a bin without samples at all; compute_climatology names the missing hours
+    got = n.sel(dayofyear=xr.DataArray(v.day_of_year.values), hour=xr.DataArray(v.hour.values))
+    return "doy_hour" if int(got.min()) >= min_years else "hour"
+
+
 def compute_climatology(truth: xr.Dataset | xr.DataArray, period: Sequence[str] | None = None, *,
-                        window_days: int = 61, time_dim: str = TIME) -> xr.Dataset | xr.DataArray:
-    """Climatology per (day of year, hour of day), smoothed by a circular day-of-year window.
+                        window_days: int = 61, kind: str = "doy_hour",
+                        time_dim: str = TIME) -> xr.Dataset | xr.DataArray:
+    """Climatology of `truth` over ``period = (start, end)``, by day of year and hour of day
+    (``kind="doy_hour"``, smoothed by a circular day-of-year window) or by hour of day only
+    (``kind="hour"``):
 
-        clim(d, h) = mean{ y_t : hour(t) = h, |doy(t) - d|_366 <= window_days // 2,
-                                 t in period }
+        doy_hour:  clim(d, h) = mean{ y_t : hour(t) = h, |doy(t) - d|_366 <= window_days // 2,
+                                           t in period }
+        hour:      clim(h)    = mean{ y_t : hour(t) = h, t in period }
 
-    i.e. the mean of all samples at hour h whose calendar day of year lies within
+    doy_hour is the mean of all samples at hour h whose calendar day of year lies within
     window_days // 2 days of d (distance circular over 366 days, so late December and early
     January are neighbours). ``window_days=1`` is the raw, unsmoothed per-day mean; the
-    default 61 follows WB2's ERA5 climatology and lets a short training period provide a
-    climatology for nearby days outside it. ``period = (start, end)`` is inclusive (ISO dates;
-    a date as `end` includes that whole day); None = all times. Day-of-year is the calendar
-    one (1..366; in leap years dates after Feb 28 shift by one day, as in WB2).
+    default 61 follows WB2's ERA5 climatology. It needs several years (`choose_climatology_kind`);
+    from a short period the hour-of-day mean is the honest climatology. ``period`` is
+    inclusive (ISO dates; a date as `end` includes that whole day); None = all times.
+    Day-of-year is the calendar one (1..366; in leap years dates after Feb 28 shift by one
+    day, as in WB2).
 
-    Returns dims (dayofyear, hour, *others); only days of year with at least one sample in
-    their window are present (look them up with `climatology_at`).
+    Returns dims (dayofyear, hour, *others) or (hour, *others); for doy_hour only days of year
+    with at least one sample in their window are present (look values up with
+    `climatology_at`). attrs: climatology_kind, climatology_period (first .. last time used),
+    climatology_window_days (doy_hour only), climatology_years (distinct years used).
     """
-    if window_days < 1 or window_days % 2 == 0:
-        raise ValueError(f"compute_climatology: window_days must be a positive odd integer, got {window_days}")
-    if time_dim not in truth.dims:
-        raise ValueError(f"compute_climatology: truth has no {time_dim!r} dimension")
-    sub = truth
-    if period is not None:
-        if len(period) != 2:
-            raise ValueError(f"compute_climatology: period must be (start, end), got {period!r}")
-        sub = truth.sel({time_dim: slice(str(period[0]), str(period[1]))})
-        if sub.sizes[time_dim] == 0:
-            t = truth[time_dim].values
-            raise ValueError(f"compute_climatology: no truth times in period {tuple(period)} "
-                             f"(truth covers {t.min() if t.size else '-'} .. {t.max() if t.size else '-'})")
+    if kind not in CLIMATOLOGY_KINDS:
+        raise ValueError(f"compute_climatology: kind must be one of {CLIMATOLOGY_KINDS}, got {kind!r}")
+    _check_window(window_days, "compute_climatology")
+    sub = select_period(truth, period, time_dim, "compute_climatology")
     times = pd.DatetimeIndex(sub[time_dim].values)
-    doy, hour = times.day_of_year.values, times.hour.values
-    present_doy, doy_idx = np.unique(doy, return_inverse=True)
+    hour = times.hour.values
     hours, hour_idx = np.unique(hour, return_inverse=True)
-    half = window_days // 2
-    all_doy = np.arange(1, 367)
-    kernel = (_circular_doy_distance(all_doy, present_doy) <= half).astype(np.float64)  # (366, P)
-    counts = np.zeros((present_doy.size, hours.size))
-    np.add.at(counts, (doy_idx, hour_idx), 1.0)
-    win_counts = kernel @ counts  # (366, H): samples in each window
-    keep = win_counts.sum(1) > 0
-    kernel, win_counts = kernel[keep], win_counts[keep]
+    if kind == "doy_hour":
+        doy = times.day_of_year.values
+        present_doy, doy_idx = np.unique(doy, return_inverse=True)
+        all_doy = np.arange(1, 367)
+        kernel = (_circular_doy_distance(all_doy, present_doy) <= window_days // 2).astype(np.float64)
+        counts = np.zeros((present_doy.size, hours.size))
+        np.add.at(counts, (doy_idx, hour_idx), 1.0)
+        win_counts = kernel @ counts  # (366, H): samples in each window
+        keep = win_counts.sum(1) > 0
+        kernel, win_counts = kernel[keep], win_counts[keep]
+        bins, bin_dims = (doy_idx, hour_idx), ("dayofyear", "hour")
+        n_bins = (present_doy.size, hours.size)
+        bin_coords = {"dayofyear": all_doy[keep], "hour": hours}
+    else:
+        win_counts = np.bincount(hour_idx, minlength=hours.size).astype(np.float64)
+        bins, bin_dims, n_bins, bin_coords = (hour_idx,), ("hour",), (hours.size,), {"hour": hours}
 
     def one(da: xr.DataArray) -> xr.DataArray:
         if time_dim not in da.dims:
             return da
         da = da.transpose(time_dim, ...)
         other = da.shape[1:]
-        sums = np.zeros((present_doy.size, hours.size) + other)
+        sums = np.zeros(n_bins + other)
         step = 64  # load in time chunks: the store may be larger than memory
         for s in range(0, da.shape[0], step):
             block = np.asarray(da[s:s + step].values, dtype=np.float64)
-            np.add.at(sums, (doy_idx[s:s + step], hour_idx[s:s + step]), block)
-        smooth = np.tensordot(kernel, sums, axes=(1, 0))  # (D, H, ...)
+            np.add.at(sums, tuple(b[s:s + step] for b in bins), block)
+        if kind == "doy_hour":
+            sums = np.tensordot(kernel, sums, axes=(1, 0))  # (D, H, ...)
         with np.errstate(invalid="ignore", divide="ignore"):
-            clim = smooth / win_counts.reshape(win_counts.shape + (1,) * len(other))
+            clim = sums / win_counts.reshape(win_counts.shape + (1,) * len(other))
         coords = {k: v for k, v in da.coords.items() if time_dim not in v.dims}
-        coords.update(dayofyear=all_doy[keep], hour=hours)
-        return xr.DataArray(clim.astype(np.float32), dims=("dayofyear", "hour") + da.dims[1:],
+        coords.update(bin_coords)
+        return xr.DataArray(clim.astype(np.float32), dims=bin_dims + da.dims[1:],
                             coords=coords, name=da.name, attrs=da.attrs)
 
     out = one(sub) if isinstance(sub, xr.DataArray) else sub.map(one)
-    out.attrs.update(climatology_period=(f"{times.min().isoformat()} .. {times.max().isoformat()}"),
-                     climatology_window_days=window_days)
+    out.attrs.update(climatology_kind=kind,
+                     climatology_period=f"{times.min().isoformat()} .. {times.max().isoformat()}",
+                     climatology_years=int(np.unique(times.year).size))
+    if kind == "doy_hour":
+        out.attrs["climatology_window_days"] = window_days
     return out
 
 
 def climatology_at(climatology: xr.DataArray | xr.Dataset,
                    valid_time: xr.DataArray | np.ndarray) -> xr.DataArray | xr.Dataset:
-    """The climatology at each valid time: clim(doy(t), hour(t)); NaN where that day of year
-    has no climatology. Returns the dims of `valid_time` (dim ``time`` for a plain array)."""
+    """The climatology at each valid time: clim(doy(t), hour(t)) or clim(hour(t)); NaN where
+    that day of year has no climatology. Returns the dims of `valid_time` (dim ``time`` for a
+    plain array)."""
     vt = valid_time if isinstance(valid_time, xr.DataArray) else xr.DataArray(
         np.asarray(valid_time, dtype="datetime64[ns]"), dims=[TIME])
     hours = np.unique(vt.dt.hour.values)
@@ -283,6 +371,8 @@ def climatology_at(climatology: xr.DataArray | xr.Dataset,
     if missing:
         raise ValueError(f"climatology has no hour(s) {missing} of the valid times; "
                          f"it has {climatology['hour'].values.tolist()}")
+    if "dayofyear" not in climatology.dims:
+        return climatology.sel(hour=vt.dt.hour).drop_vars(["hour"], errors="ignore")
     doy = vt.dt.dayofyear
     need = np.unique(doy.values)
     clim = climatology.reindex(dayofyear=need)  # NaN for days of year outside the climatology

@@ -15,6 +15,8 @@ and never partially overlap.
 Safety and resumption
 ---------------------
 * The skeleton (metadata, coordinates, no data) is built under a temporary name and renamed.
+  Its metadata is consolidated into the root ``zarr.json`` (readers open it consolidated);
+  data writes add chunks only, so the consolidated metadata stays exact.
 * ``attrs["aeris_request"]`` holds the JSON of the request (checkpoint, inits, steps, members,
   seed, sampler, ...). Opening an existing store with the SAME request resumes it; a different
   request is refused unless ``overwrite=True`` (which replaces the store).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,7 +248,11 @@ def _write_skeleton(path: Path, spec: StoreSpec, request: dict) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        ds.to_zarr(str(tmp), compute=False, zarr_format=3, consolidated=False, encoding=encoding, mode="w")
+        # consolidated metadata: a reader gets every array's metadata in one read (remote
+        # stores); region writes only add chunks, so the skeleton's metadata is final here
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata")
+            ds.to_zarr(str(tmp), compute=False, zarr_format=3, consolidated=True, encoding=encoding, mode="w")
         if path.exists():  # overwrite: swap in the new skeleton, then remove the old store
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

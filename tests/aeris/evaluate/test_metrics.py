@@ -211,6 +211,56 @@ def test_climatology_errors():
         M.compute_climatology(ds, window_days=4)
 
 
+def test_mae_is_the_crps_of_a_point_forecast():
+    lat = [60.0, 0.0]
+    y = grid(np.array([[[1.0, -2.0], [0.0, 4.0]], [[0.0, 0.0], [1.0, 1.0]]]), lat, lon=[0.0, 180.0], time=[0, 1])
+    f = y * 0 + 1.0
+    w = np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean()
+    err = np.abs(f.values - y.values)
+    want = np.mean([(w[:, None] * err[t]).mean() for t in range(2)])
+    assert float(M.mae(f, y)) == pytest.approx(want)
+    point = M.crps_ensemble(f.values[None], y.values, fair=False)  # one member, ecdf form
+    assert float((point * w[None, :, None]).mean()) == pytest.approx(want)
+
+
+def test_hour_climatology_is_the_mean_per_hour_of_day():
+    times = pd.DatetimeIndex(["2020-08-01T00", "2020-08-01T12", "2020-08-02T00", "2020-09-20T00",
+                              "2020-09-20T12"])
+    vals = np.array([1.0, 10.0, 3.0, 8.0, 20.0])[:, None, None] * np.ones((1, 2, 2))
+    clim = M.compute_climatology(_daily_store(times, vals), kind="hour")["2m_temperature"]
+    assert clim.dims == ("hour", M.LAT, M.LON)
+    np.testing.assert_allclose(clim[:, 0, 0].values, [(1 + 3 + 8) / 3, 15.0])
+    vt = xr.DataArray(pd.DatetimeIndex(["2021-01-05T12", "2019-07-01T00"]).values, dims=["time"])
+    np.testing.assert_allclose(M.climatology_at(clim, vt)[:, 1, 1].values, [15.0, 4.0])
+    ds = M.compute_climatology(_daily_store(times, vals), ("2020-08-01", "2020-08-01"), kind="hour")
+    assert ds.attrs["climatology_kind"] == "hour" and ds.attrs["climatology_years"] == 1
+    assert "climatology_window_days" not in ds.attrs
+    with pytest.raises(ValueError, match="kind"):
+        M.compute_climatology(_daily_store(times, vals), kind="month")
+
+
+def test_climatology_years_and_the_kind_rule():
+    def six_hourly(years, start="08-01", end="09-30T18"):
+        return pd.DatetimeIndex(np.concatenate([pd.date_range(f"{y}-{start}", f"{y}-{end}", freq="6h")
+                                                for y in years]))
+    three = six_hourly([2018, 2019, 2020])
+    n = M.climatology_years(three, window_days=61)
+    assert n.hour.values.tolist() == [0, 6, 12, 18]
+    aug15 = pd.Timestamp("2020-08-15").day_of_year
+    assert int(n.sel(dayofyear=aug15, hour=6)) == 3
+    assert int(n.sel(dayofyear=aug15 - 60, hour=6)) == 0  # mid June: 46 days before the first sample
+    assert int(n.sel(dayofyear=pd.Timestamp("2020-07-10").day_of_year, hour=0)) == 3  # window reaches Aug 1
+    valid = pd.date_range("2021-08-20", "2021-08-25", freq="6h")
+    assert M.choose_climatology_kind(three, valid) == "doy_hour"
+    assert M.choose_climatology_kind(three, valid, min_years=4) == "hour"
+    assert M.choose_climatology_kind(six_hourly([2019, 2020]), valid) == "hour"
+    # one bin short: December valid times are far from an Aug-Sep period
+    assert M.choose_climatology_kind(three, valid.append(pd.DatetimeIndex(["2021-12-20"]))) == "hour"
+    # a narrow window sees only the same calendar days
+    assert M.choose_climatology_kind(three, pd.DatetimeIndex(["2021-10-05"]), window_days=9) == "hour"
+    assert M.choose_climatology_kind(three, pd.DatetimeIndex(["2021-10-03"]), window_days=9) == "doy_hour"
+
+
 # ---- spectra ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_lon", [32, 33])
 def test_zonal_spectrum_parseval(n_lon):

@@ -11,8 +11,9 @@ import pytest
 import xarray as xr
 
 from aeris.evaluate import metrics as M
-from aeris.evaluate.skill import (EvaluationError, common_grid, default_channels, evaluate,
-                                  evaluate_spectra, scores_to_markdown, write_scores)
+from aeris.evaluate.skill import (EvaluationError, climatology_for, common_grid, default_channels, evaluate,
+                                  evaluate_spectra, headline_scores, open_forecasts, scores_to_json,
+                                  scores_to_markdown, write_scores)
 
 LAT = np.linspace(90, -90, 9)  # pole-inclusive, descending
 LON = np.arange(16) * 22.5
@@ -108,6 +109,121 @@ def test_acc_with_climatology():
     neg = xr.concat(anti, dim=pd.Index(LEADS, name="prediction_timedelta")).expand_dims(number=[0])
     neg_scores = evaluate(neg, truth, ["t2m"], climatology=clim, progress=False)
     np.testing.assert_allclose(neg_scores["acc"].values, -1.0, rtol=1e-6)
+
+
+def _weighted(x: np.ndarray) -> float:
+    """Reference area-weighted mean over the non-pole rows of LAT (independent of metrics.py)."""
+    w = np.cos(np.deg2rad(LAT[1:-1]))
+    return float((x[..., 1:-1, :] * (w / w.mean())[:, None]).mean())
+
+
+def test_persistence_and_climatology_baselines_by_hand():
+    truth = make_truth()
+    clim = M.compute_climatology(truth, ("2020-08-01", "2020-08-06"), kind="hour")
+    scores = evaluate(make_forecast(truth, offsets=(0.5, -1.0)), truth, ["t2m", "z850"], climatology=clim,
+                      progress=False)
+    assert scores.attrs["climatology_kind"] == "hour" and scores.attrs["baselines"] == "persistence, climatology"
+    t = truth["2m_temperature"].values
+    idx = {pd.Timestamp(x): i for i, x in enumerate(TIMES)}
+    hours = TIMES.hour.values
+    by_hour = {h: t[hours == h].mean(0) for h in np.unique(hours)}
+    for j, lead in enumerate(LEADS):
+        y = np.stack([t[idx[i + lead]] for i in INITS])
+        p = np.stack([t[idx[i]] for i in INITS])
+        c = np.stack([by_hour[(i + lead).hour] for i in INITS])
+        got = scores.sel(channel="t2m").isel(prediction_timedelta=j)
+        assert float(got["rmse_persistence"]) == pytest.approx(np.sqrt(np.mean([_weighted((p[k] - y[k]) ** 2)
+                                                                                for k in range(3)])), rel=1e-6)
+        assert float(got["crps_persistence"]) == pytest.approx(np.mean([_weighted(np.abs(p[k] - y[k]))
+                                                                        for k in range(3)]), rel=1e-6)
+        assert float(got["rmse_climatology"]) == pytest.approx(np.sqrt(np.mean([_weighted((c[k] - y[k]) ** 2)
+                                                                                for k in range(3)])), rel=1e-5)
+        assert float(got["crps_climatology"]) == pytest.approx(np.mean([_weighted(np.abs(c[k] - y[k]))
+                                                                        for k in range(3)]), rel=1e-5)
+    # persistence is perfect at lead 0, with ACC 1 there
+    assert float(scores["rmse_persistence"].isel(prediction_timedelta=0).max()) == 0.0
+    np.testing.assert_allclose(scores["acc_persistence"].isel(prediction_timedelta=0).values, 1.0, rtol=1e-6)
+    assert np.all(np.abs(scores["acc_persistence"].values) <= 1 + 1e-9)
+    # without a climatology: persistence only; with baselines off: none
+    bare = evaluate(make_forecast(truth), truth, ["t2m"], progress=False)
+    assert np.isfinite(bare["rmse_persistence"].values).all() and np.isnan(bare["rmse_climatology"].values).all()
+    off = evaluate(make_forecast(truth), truth, ["t2m"], climatology=clim, baselines=False, progress=False)
+    assert np.isnan(off["rmse_persistence"].values).all() and np.isnan(off["crps_climatology"].values).all()
+    assert np.isfinite(off["acc"].values).all()
+    # persistence needs the init times in the truth
+    with pytest.raises(EvaluationError, match="init and valid times"):
+        evaluate(make_forecast(truth), truth.drop_sel(time=INITS[:1]), ["t2m"], progress=False)
+
+
+def test_lead_zero_spread_skill_is_nan_not_zero():
+    truth = make_truth()
+    fc = make_forecast(truth, offsets=(0.0, 0.0, 0.0))
+    fc.loc[{"prediction_timedelta": LEADS[1:]}] = fc.sel(prediction_timedelta=LEADS[1:]) + 2.0
+    fc.loc[{"prediction_timedelta": LEADS[:1]}] = fc.sel(prediction_timedelta=LEADS[:1]) + 1e-7  # rounding
+    scores = evaluate(fc, truth, ["t2m", "z500"], progress=False)
+    assert np.isnan(scores["ssr"].isel(prediction_timedelta=0).values).all()
+    np.testing.assert_allclose(scores["spread"].isel(prediction_timedelta=0).values, 0.0, atol=1e-9)
+    np.testing.assert_allclose(scores["ssr"].isel(prediction_timedelta=slice(1, None)).values, 0.0,
+                               atol=1e-9)  # a collapsed ensemble after lead 0 is under-dispersive: 0
+    assert scores_to_json(scores)["scores"]["t2m"]["ssr"][0] is None
+    assert "| t2m | 1 | — | 0 |" in scores_to_markdown(scores)
+    # a lead-0 ensemble with spread (perturbed initial conditions) keeps its ratio
+    pert = make_forecast(truth, offsets=(-1.0, 2.0))
+    ssr0 = evaluate(pert, truth, ["t2m"], progress=False)["ssr"].isel(channel=0, prediction_timedelta=0)
+    assert float(ssr0) == pytest.approx(np.std([-1.0, 2.0], ddof=1) / 0.5)
+
+
+def test_several_forecast_stores_are_one_set_of_inits(tmp_path):
+    truth = make_truth()
+    fc = make_forecast(truth, offsets=(0.5, -1.5))
+    for k, sl in enumerate((slice(0, 1), slice(1, 3))):
+        fc.isel(time=sl).to_zarr(tmp_path / f"fc{k}.zarr")
+    both = open_forecasts([tmp_path / "fc1.zarr", tmp_path / "fc0.zarr"])
+    assert pd.DatetimeIndex(both.time.values).equals(pd.DatetimeIndex(INITS))
+    whole = evaluate(fc, truth, ["t2m", "z500"], progress=False)
+    joined = evaluate(both, truth, ["t2m", "z500"], progress=False)
+    for k in ("rmse_ensmean", "crps_fair", "rmse_persistence"):
+        np.testing.assert_allclose(joined[k].values, whole[k].values, rtol=1e-12)
+    fc.isel(time=slice(1, 3), number=slice(0, 1)).to_zarr(tmp_path / "one_member.zarr")
+    with pytest.raises(EvaluationError, match="differ in 'number'"):
+        open_forecasts([tmp_path / "fc0.zarr", tmp_path / "one_member.zarr"])
+    with pytest.raises(EvaluationError, match="share init times"):
+        open_forecasts([tmp_path / "fc0.zarr", tmp_path / "fc0.zarr"])
+
+
+def test_climatology_for_chooses_the_kind_and_states_the_period():
+    truth = make_truth()
+    valid = (INITS.values[:, None] + LEADS.values[None, :]).ravel()
+    clim = climatology_for(truth, ["t2m", "z500"], valid, ("2020-08-01", "2020-08-03"))
+    assert clim.attrs["climatology_kind"] == "hour"  # one year: not enough for day of year
+    assert clim.attrs["climatology_requested_period"] == "2020-08-01 .. 2020-08-03"
+    assert "in-sample" in clim.attrs["climatology_note"]
+    assert sorted(clim.data_vars) == ["2m_temperature", "geopotential"]
+    doy = climatology_for(truth, ["t2m"], valid, None, kind="doy_hour", window_days=3)
+    assert doy.attrs["climatology_kind"] == "doy_hour" and doy.attrs["climatology_window_days"] == 3
+    assert doy.attrs["climatology_requested_period"] == "the whole truth store"
+    with pytest.raises(EvaluationError, match="kind"):
+        climatology_for(truth, ["t2m"], valid, None, kind="weekly")
+    with pytest.raises(EvaluationError, match="no truth times in period"):
+        climatology_for(truth, ["t2m"], valid, ("2021-01-01", "2021-01-02"))
+
+
+def test_headline_is_the_mean_of_standardised_scores():
+    truth = make_truth()
+    scores = evaluate(make_forecast(truth, offsets=(1.0, -3.0)), truth, ["t2m", "z500", "t850"],
+                      progress=False)
+    std = {"t2m": 2.0, "z500": 100.0, "t850": 4.0}
+    head = headline_scores(scores, std)
+    for k in ("rmse_ensmean", "rmse_persistence", "crps_fair", "spread"):
+        want = np.mean([scores[k].sel(channel=c).values / s for c, s in std.items()], axis=0)
+        np.testing.assert_allclose(head[k].values, want, rtol=1e-12)
+    np.testing.assert_allclose(head["ssr"].values, scores["ssr"].mean("channel").values, rtol=1e-12)
+    assert head.attrs["channels"] == "t2m, z500, t850"
+    with pytest.raises(EvaluationError, match="standard deviation"):
+        headline_scores(scores, {"t2m": 2.0, "z500": 0.0, "t850": 1.0})
+    md = scores_to_markdown(scores, headline=head)
+    assert "## Headline" in md and "| 24 h |" in md
+    assert scores_to_json(scores, head)["headline"]["rmse_ensmean"] == pytest.approx(head["rmse_ensmean"].values)
 
 
 def test_polar_row_dropped_or_nan_padded_gives_same_scores():
@@ -227,6 +343,27 @@ def test_cli_end_to_end_on_zarr_stores(tmp_path, capsys):
     assert js["scores"]["t850"]["rmse_member0"] == pytest.approx([0.5] * 4)
     assert js["scores"]["t2m"]["rmse_ensmean"] == pytest.approx([1 / 3] * 4)
     assert all(-1 <= a <= 1 for a in js["scores"]["z500"]["acc"])
+    # the baselines beside the model, the climatology's period and kind recorded
+    assert js["scores"]["t2m"]["rmse_persistence"][0] == 0.0 and js["scores"]["t2m"]["rmse_persistence"][1] > 0
+    assert all(v > 0 for v in js["scores"]["z500"]["crps_climatology"])
+    assert js["attrs"]["climatology_kind"] == "hour" and js["attrs"]["climatology"].startswith("2020-08-01")
+    assert "headline" not in js  # no statistics beside the truth store
+    assert "## rmse_persistence" in (out / "scores.md").read_text()
+    # with statistics: the headline, standardised by each channel's std
+    from aeris.data.stats import save_stats
+    names = ["t2m", "z500", "t850"]
+    stats = xr.Dataset({k: ("channel", np.array([2.0, 100.0, 4.0])) for k in ("mean", "std", "diff_mean", "diff_std")}
+                       | {"kind": ("channel", np.array(["surface", "atmospheric", "atmospheric"]))},
+                       coords={"channel": names})
+    save_stats(stats, tmp_path / "truth.zarr.stats.nc")
+    rc = main(["evaluate", "--forecast", str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "truth.zarr"),
+               "--out", str(out), "--climatology-period", "2020-08-01", "2020-08-06", "--no-plots"])
+    assert rc == 0
+    head = json.loads((out / "scores.json").read_text())["headline"]
+    assert head["channels"] == names
+    want = np.mean([np.array(js["scores"][c]["rmse_ensmean"]) / s for c, s in zip(names, (2.0, 100.0, 4.0))], 0)
+    assert head["rmse_ensmean"] == pytest.approx(want.tolist())
+    assert "## Headline" in capsys.readouterr().out
     # asking for a channel one store lacks is an error naming it
     rc = main(["evaluate", "--forecast", str(tmp_path / "fc.zarr"), "--truth", str(tmp_path / "truth.zarr"),
                "--out", str(out), "--channels", "z500,u850", "--no-plots"])
