@@ -388,8 +388,8 @@ class Trainer:
                 log.info("%s\n%sglobal batch %d = dp %d x grad_accum %d x micro_batch %d", about, self._tag,
                          self.global_batch, e.replicas, tc.grad_accum, tc.micro_batch)
         e.barrier()
-        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not (tc.progress and e.is_root),
-                   dynamic_ncols=True)
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (tc.progress and e.is_root) or self.step >= tc.steps)  # no bar without steps
         # the per-step line is the SWiPe run's console log; one process shows the progress bar
         level = logging.INFO if self._tag else logging.DEBUG
         last: dict = {}
