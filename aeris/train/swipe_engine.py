@@ -94,6 +94,7 @@ class SwipeEngine:
         self.w_channel = torch.as_tensor(w_channel, dtype=self.dtype, device=self.device)
         self.optimizer = None
         self.outputs: list[torch.Tensor] = []   # last stage: F per micro-batch when keep_outputs
+        self._step_micro_batches = 0             # of the last training step (comm_record)
 
     # ---- sharded state ---------------------------------------------------------------------------
     def _shard(self, reduce_dtype: torch.dtype | None) -> None:
@@ -250,6 +251,7 @@ class SwipeEngine:
         if self.optimizer is None:
             raise RuntimeError("call build_optimizer() before training")
         self.counter.reset()
+        self._step_micro_batches = len(mbs)   # for comm_record's calls per block
         self.optimizer.zero_grad(set_to_none=True)
         local = self.forward_backward(mbs, normaliser, keep_outputs)
         self._count_sharded_traffic(len(mbs))
@@ -297,9 +299,11 @@ class SwipeEngine:
     def barrier(self) -> None:
         dist.barrier()
 
-    def comm_record(self) -> dict[str, int]:
+    def comm_record(self) -> dict:
         """Bytes of the last step by kind: this rank's (``bytes_<kind>_rank0`` on rank 0) and the
-        sum over all ranks (``bytes_<kind>_all``); a collective call."""
+        sum over all ranks (``bytes_<kind>_all``); this rank's calls per block per micro-batch
+        (``calls_<kind>_per_block_rank0``) and wall seconds blocked waiting
+        (``seconds_<kind>_rank0``); a collective call."""
         # on the communication device: an nccl group serves only CUDA tensors
         mine = torch.tensor([self.counter.bytes[k] for k in KINDS], dtype=torch.float64, device=self.device)
         total = mine.clone()
@@ -307,6 +311,11 @@ class SwipeEngine:
         mine, total = mine.cpu(), total.cpu()
         rec = {f"bytes_{k}_rank0": int(mine[i]) for i, k in enumerate(KINDS)}
         rec.update({f"bytes_{k}_all": int(total[i]) for i, k in enumerate(KINDS)})
+        # this rank's calls per block per micro-batch (p2p includes the pipeline sends, all_reduce
+        # the step's scalars; none where the stage has no blocks) and seconds blocked in waits
+        per = len(self.plan.blocks) * self._step_micro_batches
+        rec.update({f"calls_{k}_per_block_rank0": self.counter.calls[k] / per if per else None for k in KINDS})
+        rec.update({f"seconds_{k}_rank0": self.counter.seconds[k] for k in KINDS})
         return rec
 
     def describe(self) -> str:

@@ -376,6 +376,9 @@ class Trainer:
             line += ("; bytes/step rank 0: a2a {bytes_all_to_all_rank0} p2p {bytes_p2p_rank0} allreduce "
                      "{bytes_all_reduce_rank0}; all ranks: a2a {bytes_all_to_all_all} p2p {bytes_p2p_all} "
                      "allreduce {bytes_all_reduce_all}").format(**rec)
+        if rec.get("calls_all_to_all_per_block_rank0") is not None:
+            line += ("; calls/block/micro-batch rank 0: a2a {calls_all_to_all_per_block_rank0:g} "
+                     "p2p {calls_p2p_per_block_rank0:g}").format(**rec)
         return line
 
     def run(self) -> dict:
