@@ -1,6 +1,7 @@
 """The layout planner's arithmetic against the original AERIS layouts and the real layout rules."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.support import REPO
 _spec = importlib.util.spec_from_file_location(
     "layout_planner", REPO / "benchmarks" / "layout_planner.py")
 planner = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = planner  # its dataclasses look their module up
 _spec.loader.exec_module(planner)
 
 
