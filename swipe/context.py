@@ -17,71 +17,95 @@ so the serial run IS the reference for the parallel one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swipe.layout import WindowLayout, latitude_wrap_mask
+from swipe.layout import LayoutError, WindowLayout, latitude_wrap_mask
 
-__all__ = ["WindowContext", "SerialContext", "window_attention", "wrapping_windows"]
+__all__ = ["WindowContext", "SerialContext", "PoleSplit", "pole_split", "window_attention"]
+
+
+@dataclass(frozen=True)
+class PoleSplit:
+    """The pole mask of a rank's local windows as a partition of their tokens.
+
+    Windows ``[start, n)`` wrap across the poles and in each of them the first and the second
+    half of the tokens may attend only among themselves; windows ``[0, start)`` wrap nowhere.
+    Masked attention over such a window is exactly unmasked attention over its two halves, so
+    every window goes through the fused (unmasked) kernel (docs/layout.md, "Pole masks").
+    """
+
+    start: int
+
+
+def pole_split(mask: np.ndarray) -> PoleSplit | None:
+    """The `PoleSplit` equal to a bool mask (n, T, T) (True = may attend), or None if the mask
+    is not of that form (its wrapping windows are not a contiguous tail of two-halves masks)."""
+    mask = np.asarray(mask, dtype=bool)
+    n, T, _ = mask.shape
+    wraps = ~mask.reshape(n, -1).all(axis=1)
+    if not wraps.any() or T % 2:
+        return None
+    start = int(np.argmax(wraps))
+    half = np.arange(T) < T // 2
+    if not wraps[start:].all() or not (mask[start:] == (half[:, None] == half[None, :])).all():
+        return None
+    return PoleSplit(start)
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor | None = None,
-                     masked_windows: torch.Tensor | None = None) -> torch.Tensor:
+                     mask: PoleSplit | torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention inside each window.
 
-    q, k, v: (B, n_windows, T, heads, dh) with all T tokens of each window;
-    mask: optional bool, True = may attend: either (n_windows, T, T) for every window, or, with
-    ``masked_windows`` (int64 indices of the windows that need a mask), (len(masked_windows), T, T)
-    for those windows only (compact: at 0.25 deg only the last window row wraps).
+    q, k, v: (B, n_windows, T, heads, dh) with all T tokens of each window (any strides: the
+    unbound views of a stacked qkv are used as they are). ``mask``:
+
+    * None: every pair attends; one fused SDPA call over all windows;
+    * a `PoleSplit`: the windows before ``start`` in one fused call, the wrapping windows as
+      twice as many windows of T/2 tokens (their halves) in another; no mask tensor, no
+      gather or scatter, the same cost as no mask;
+    * a tensor (n_windows, T, T), bool (True = may attend) or additive float: one masked call
+      over all windows (the general form; a reference for the split).
+
     Returns (B, n_windows, T, heads, dh).
     """
     B, n, T, h, dh = q.shape
-    # SDPA wants (batch, heads, T, dh); 4-D inputs without a mask take the fused kernels
-    qh, kh, vh = (t.permute(0, 1, 3, 2, 4) for t in (q, k, v))
-    idx = compact = None
+    if isinstance(mask, PoleSplit):
+        s = mask.start
+        if not 0 <= s < n or T % 2:
+            raise ValueError(f"{mask} does not fit {n} windows of {T} tokens")
+        # (B, n-s, T) tokens viewed as (B, 2(n-s), T/2): each half a window of its own
+        tail = _sdpa(*(t[:, s:].reshape(B, 2 * (n - s), T // 2, h, dh) for t in (q, k, v)))
+        tail = tail.reshape(B, n - s, T, h, dh)
+        # cat writes (B, n, T, h, dh) contiguous, so the caller's merge of the heads is a view
+        return tail if s == 0 else torch.cat([_sdpa(*(t[:, :s] for t in (q, k, v))), tail], dim=1)
+    if mask is not None and tuple(mask.shape) != (n, T, T):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} for {n} windows of {T} tokens")
+    return _sdpa(q, k, v, mask)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA over (B, n, T, heads, dh) windows -> (B, n, T, heads, dh) (a permuted view)."""
+    B, n, T, h, dh = q.shape
+    # SDPA wants (batch, heads, T, dh); 4-D inputs take the fused kernels (a view when B == 1
+    # or the windows are all of a contiguous storage, a copy otherwise)
+    args = [t.permute(0, 1, 3, 2, 4).reshape(B * n, h, T, dh) for t in (q, k, v)]
     if mask is not None:
-        if masked_windows is None:
-            idx = wrapping_windows(mask).cpu()
-            compact = mask.index_select(0, idx.to(mask.device))
-        else:
-            idx, compact = masked_windows.cpu(), mask
-    if idx is None or idx.numel() == 0:
-        out = F.scaled_dot_product_attention(*(t.reshape(B * n, h, T, dh) for t in (qh, kh, vh)))
-        out = out.reshape(B, n, h, T, dh)
-    else:
-        # only the windows that wrap across the poles need the (slower) masked kernel; each
-        # window is computed exactly once
-        keep = torch.ones(n, dtype=torch.bool)
-        keep[idx] = False
-        keep = torch.nonzero(keep).flatten()
-        out = qh.new_zeros(B, n, h, T, dh)
-        for sel, m in ((keep, None), (idx, compact)):
-            if sel.numel() == 0:
-                continue
-            k_ = sel.numel()
-            sel = sel.to(q.device)
-            args = [t.index_select(1, sel).reshape(B * k_, h, T, dh) for t in (qh, kh, vh)]
-            attn_mask = None if m is None else \
-                m.to(q.device)[None, :, None].expand(B, k_, 1, T, T).reshape(B * k_, 1, T, T)
-            part = F.scaled_dot_product_attention(*args, attn_mask=attn_mask)
-            out = out.index_copy(1, sel, part.reshape(B, k_, h, T, dh))
-    return out.permute(0, 1, 3, 2, 4)
-
-
-def wrapping_windows(mask: torch.Tensor) -> torch.Tensor:
-    """Indices of the windows of a (n_windows, T, T) mask that forbid some pair."""
-    return torch.nonzero(~mask.reshape(mask.shape[0], -1).all(dim=1)).flatten()
+        mask = mask.to(q.device)[None, :, None].expand(B, n, 1, T, T).reshape(B * n, 1, T, T)
+    out = F.scaled_dot_product_attention(*args, attn_mask=mask)
+    return out.reshape(B, n, h, T, dh).permute(0, 1, 3, 2, 4)
 
 
 class WindowContext:
     """Base: the layout maths shared by the serial and the parallel contexts.
 
     Subclasses provide ``attention`` and ``change_frame``. ``wy, wx, s`` are this rank's
-    coordinates in its window group.
+    coordinates in its window group. A context's layout and coordinates never change, so
+    whatever a model derives from ``token_ids`` / ``piece_coords`` may be cached per context.
     """
 
     def __init__(self, layout: WindowLayout, wy: int = 0, wx: int = 0, s: int = 0):
@@ -96,19 +120,27 @@ class WindowContext:
         return self.layout.piece_coords(self.s)
 
     def pole_mask(self, frame: int, device: torch.device | None = None) -> torch.Tensor | None:
-        """Bool (n_lw, T, T) mask of this rank's whole local windows, or None if nothing wraps."""
+        """Bool (n_lw, T, T) mask of this rank's whole local windows, or None if nothing wraps
+        (the reference form; attention uses `pole_split`)."""
         m = _cached_mask(self.layout, frame, self.wy, self.wx)
         return None if m is None else m.to(device)
 
-    def masked_windows(self, frame: int) -> torch.Tensor | None:
-        """Local windows whose pole mask forbids some pair (int64, CPU), or None."""
-        m = _cached_mask(self.layout, frame, self.wy, self.wx)
-        return None if m is None else _cached_wrapping(self.layout, frame, self.wy, self.wx)
+    def pole_split(self, frame: int) -> PoleSplit | None:
+        """This rank's pole mask as a `PoleSplit` (``window_attention``'s ``mask``), or None
+        if no local window wraps; plain integers, so nothing is copied to any device."""
+        return _cached_split(self.layout, frame, self.wy, self.wx)
 
-    def compact_pole_mask(self, frame: int, device: torch.device | None = None):
-        """(masks of the wrapping windows only, on `device`; their indices) or (None, None),
-        cached per device so the attention hot path copies nothing."""
-        return _cached_compact(self.layout, frame, self.wy, self.wx, str(torch.device(device or "cpu")))
+    def compact_pole_mask(self, frame: int, device: torch.device | None = None) -> tuple[PoleSplit | None]:
+        """``(pole_split(frame),)``: the mask argument of ``window_attention`` as a tuple, for
+        callers that star-unpack it; ``device`` is unused (a split holds no tensor). New code
+        calls `local_attention`."""
+        return (self.pole_split(frame),)
+
+    def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame: int,
+                        mask_poles: bool) -> torch.Tensor:
+        """`window_attention` over this window rank's whole local windows (B, n_lw, T, heads, dh)
+        in ``frame``, with its pole split when ``mask_poles``."""
+        return window_attention(q, k, v, self.pole_split(frame) if mask_poles else None)
 
     def attention(self, qkv, frame: int, mask_poles: bool = False):  # pragma: no cover
         raise NotImplementedError
@@ -124,26 +156,25 @@ def _cached_mask(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Te
 
 
 @lru_cache(maxsize=64)
-def _cached_compact(layout: WindowLayout, frame: int, wy: int, wx: int, device: str):
+def _cached_split(layout: WindowLayout, frame: int, wy: int, wx: int) -> PoleSplit | None:
     m = _cached_mask(layout, frame, wy, wx)
     if m is None:
-        return None, None
-    idx = _cached_wrapping(layout, frame, wy, wx)
-    return m.index_select(0, idx).to(device), idx
+        return None
+    split = pole_split(m.numpy())
+    if split is None:  # the layout's window order (row-major windows, quadrant-major tokens) makes it one
+        raise LayoutError(f"the pole mask of window rank ({wy}, {wx}) in frame {frame} of {layout} "
+                          "is not a tail of windows cut in two halves")
+    return split
 
 
 @lru_cache(maxsize=64)
-def _cached_wrapping(layout: WindowLayout, frame: int, wy: int, wx: int) -> torch.Tensor:
-    return wrapping_windows(_cached_mask(layout, frame, wy, wx))
-
-
-@lru_cache(maxsize=64)
-def _permutation(layout: WindowLayout, src: int, dst: int) -> torch.Tensor:
-    """Single-rank frame change as a gather: out.flat[j] = x.flat[perm[j]]."""
+def _permutation(layout: WindowLayout, src: int, dst: int, device: torch.device) -> torch.Tensor:
+    """Single-rank frame change as a gather: out.flat[j] = x.flat[perm[j]]; on ``device``
+    (cached there, so a frame change copies nothing from the host)."""
     (msg,) = layout.route(src, dst).messages
     perm = np.empty(layout.tokens_per_rank, dtype=np.int64)
     perm[msg.dst_slots] = msg.src_slots
-    return torch.from_numpy(perm)
+    return torch.from_numpy(perm).to(device)
 
 
 class SerialContext(WindowContext):
@@ -155,15 +186,13 @@ class SerialContext(WindowContext):
                 f"SerialContext needs a one-rank layout (wy = wx = sp = 1), got {layout}")
         super().__init__(layout)
 
-    def attention(self, qkv, frame: int, mask_poles: bool = False):
-        q, k, v = qkv.unbind(dim=3)
-        if not mask_poles:
-            return window_attention(q, k, v)
-        return window_attention(q, k, v, *self.compact_pole_mask(frame, q.device))
+    def attention(self, qkv: torch.Tensor, frame: int, mask_poles: bool = False) -> torch.Tensor:
+        """qkv (B, n_lw, T, 3, heads, dh) -> (B, n_lw, T, heads, dh): every window is local."""
+        return self.local_attention(*qkv.unbind(dim=3), frame, mask_poles)
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         if src == dst:
             return x
         B, n, t, C = x.shape
-        perm = _permutation(self.layout, src, dst).to(x.device)
+        perm = _permutation(self.layout, src, dst, x.device)
         return x.reshape(B, n * t, C)[:, perm].reshape(B, n, t, C)

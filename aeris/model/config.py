@@ -35,6 +35,11 @@ class ModelConfig:
                                     "embedding")
     norm_eps: float = doc(1e-6, "RMSNorm epsilon")
     checkpoint_blocks: bool = doc(False, "activation checkpointing of every block (recompute in backward)")
+    compile: bool = doc(False, "torch.compile each block's computation before and after ctx.attention; "
+                               "attention and the context's collectives stay eager "
+                               "(docs/model.md, \"Compiled blocks\")")
+    compile_backend: str = doc("inductor", "torch.compile backend of model.compile (inductor needs a C "
+                                           "compiler on CPU; aot_eager traces without generating code)")
 
     def __post_init__(self) -> None:
         if min(self.dim, self.depth, self.heads, self.shift_every) < 1:

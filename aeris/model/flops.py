@@ -5,7 +5,8 @@ Two counts per training sample (forward + backward):
 * `paper_flops_per_sample`: the formula the paper used for its EFLOP/s claims,
   F = 6 [L (4 T d^2 + 2 T Lw d + 3 T d_ffn d) + 2 T C d]  (no adaLN, norms, softmax);
 * `exact_flops_per_sample`: every matrix multiply the network runs (input embedding, adaLN
-  MLPs, qkv, QK^T, AV, projection, SwiGLU, head modulation, output linear), 2 FLOPs per
+  MLPs, qkv, QK^T, AV (the pole windows as two halves), projection, SwiGLU, head modulation,
+  output linear), 2 FLOPs per
   multiply-add; backward = 2x forward except the input gradients that are never computed
   (of the data input and of the parameter-free time embedding).
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 from aeris.model.config import ModelConfig
 
-__all__ = ["paper_flops_per_sample", "forward_macs", "exact_flops_per_sample", "parameter_count", "mfu"]
+__all__ = ["paper_flops_per_sample", "forward_macs", "exact_flops_per_sample", "pole_split_macs", "parameter_count",
+           "mfu"]
 
 
 def paper_flops_per_sample(cfg: ModelConfig, T: int, C_in: int) -> float:
@@ -49,6 +51,7 @@ def exact_flops_per_sample(model, grid: tuple[int, int] | None = None, training:
     cfg: ModelConfig = model.cfg
     H, W = grid if grid is not None else model.grid
     macs = forward_macs(cfg, H * W, model.n_in, model.n_out)
+    macs["attention"] -= pole_split_macs(cfg, W)
     fwd = 2 * sum(macs.values())
     if not training:
         return fwd
@@ -56,6 +59,17 @@ def exact_flops_per_sample(model, grid: tuple[int, int] | None = None, training:
     first_adaln = (d * d, d * d) if cfg.adaln_hidden else (6 * d * d, 2 * d * d)  # (block, head)
     skipped = macs["embed"] + cfg.depth * first_adaln[0] + first_adaln[1]
     return fwd + 2 * fwd - 2 * skipped
+
+
+def pole_split_macs(cfg: ModelConfig, W: int) -> int:
+    """Attention multiply-adds the pole mask saves in one forward: each of the W / ws_w windows
+    of the last window row, in every shifted block, attends as two halves of Lw/2 tokens
+    (2 (Lw/2)^2 d x 2 instead of Lw^2 d x 2; docs/layout.md, "Pole masks")."""
+    if not cfg.pole_mask:
+        return 0
+    shifted = sum((i // cfg.shift_every) % 2 for i in range(cfg.depth))
+    Lw = cfg.window[0] * cfg.window[1]
+    return shifted * (W // cfg.window[1]) * Lw * Lw * cfg.dim
 
 
 def parameter_count(cfg: ModelConfig, n_in: int, n_out: int) -> int:

@@ -1,21 +1,72 @@
 """Building blocks of the AERIS network: norms, SwiGLU, adaLN modulation, RoPE, embeddings.
 
 Token tensors are (B, n_windows, tokens, C) (swipe.layout storage order); everything here is
-per token except attention, which goes through the window context.
+per token except attention, which goes through the window context. Tables derived from a
+context's fixed token layout (RoPE cos/sin, the position encoding) are built once per
+context, device and dtype (`context_constant`), so a step copies nothing from the host.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from typing import Callable, Hashable, TypeVar
 
 import numpy as np
 import torch
-from timm.layers import RmsNorm, SwiGLU
+import torch.nn.functional as F
+from timm.layers import SwiGLU
 from torch import nn
 
-__all__ = ["RmsNorm", "SwiGLU", "Modulation", "WindowAttention", "modulate", "axial_rope_angles",
-           "apply_rope", "timestep_embedding", "sincos_1d", "position_embedding_2d", "init_linear",
-           "swiglu", "default_std"]
+__all__ = ["RMSNorm", "SwiGLU", "Modulation", "WindowAttention", "modulate", "axial_rope_angles",
+           "rope_tables", "apply_rope", "timestep_embedding", "sincos_1d", "periodic_sincos",
+           "position_embedding_2d", "init_linear", "swiglu", "default_std", "compute_dtype",
+           "context_constant"]
+
+_T = TypeVar("_T")
+_PER_CONTEXT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def context_constant(ctx, key: Hashable, build: Callable[[], _T]) -> _T:
+    """``build()`` once per (window context, key), kept while the context lives.
+
+    A context's ``token_ids`` and ``piece_coords`` never change (swipe.context), so a table
+    derived from them is a constant of the context; ``key`` names the table and everything
+    else it depends on (sizes, device, dtype). Keyed by the context object itself: a context
+    whose coordinates differ (another rank, a subclass) never shares an entry.
+    """
+    per = _PER_CONTEXT.get(ctx)
+    if per is None:
+        per = _PER_CONTEXT.setdefault(ctx, {})
+    if key not in per:
+        per[key] = build()
+    return per[key]
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """dtype of what a float32 layer computes: the autocast dtype when autocast is on for the
+    weight's device, the weight's dtype otherwise."""
+    dev = weight.device.type
+    if weight.dtype == torch.float32 and dev != "meta" and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return weight.dtype
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last dim (torch's fused ``rms_norm``).
+
+    The gain (``weight``, initialised to 1) is cast to the input's dtype, so bf16 activations
+    take the fused kernel rather than the unfused mixed-dtype fallback.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        return F.rms_norm(x, w.shape, w, self.eps)
 
 
 def init_linear(layer: nn.Linear, std: float) -> None:
@@ -75,23 +126,35 @@ def axial_rope_angles(coords: torch.Tensor, head_dim: int, theta: float) -> torc
     return torch.cat([c[:, :1] * freqs, c[:, 1:2] * freqs], dim=-1)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i+dh/2}) of x (..., T, heads, dh) by angles (T, dh/2).
+def rope_tables(coords: np.ndarray, head_dim: int, theta: float, dtype: torch.dtype,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of 2-D axial RoPE, each (T, head_dim), for `apply_rope`.
 
-    <R(a) q, R(b) k> depends only on b - a, so scores depend on relative in-window position.
+    With a = axial_rope_angles(coords) (T, dh/2): cos = [cos a, cos a], sin = [-sin a, sin a].
+    Built in float64 on the host, then cast and moved once (no float64 on the device).
+    """
+    a = axial_rope_angles(torch.as_tensor(np.asarray(coords)), head_dim, theta)
+    cos, sin = a.cos(), a.sin()
+    return (torch.cat([cos, cos], dim=-1).to(device=device, dtype=dtype),
+            torch.cat([-sin, sin], dim=-1).to(device=device, dtype=dtype))
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x_i, x_{i+dh/2}) of x (..., dh) by the angles of `rope_tables`.
+
+    out = x * cos + [x_{dh/2:}, x_{:dh/2}] * sin, i.e. (x1 cos a - x2 sin a, x1 sin a + x2 cos a);
+    cos, sin broadcast against x. <R(a) q, R(b) k> depends only on b - a, so scores depend on
+    the relative in-window position.
     """
     half = x.shape[-1] // 2
-    cos = angles.cos().to(x.dtype)[:, None, :]  # (T, 1, dh/2): broadcast over heads
-    sin = angles.sin().to(x.dtype)[:, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 class WindowAttention(nn.Module):
     """qkv (no bias) -> 2-D RoPE on in-window coords -> ctx.attention -> output projection.
 
     RoPE is per token, so applying it before ``ctx.attention`` is valid whatever piece of the
-    window this rank holds (sp > 1).
+    window this rank holds (sp > 1). Its tables are constants of the context (`context_constant`).
     """
 
     def __init__(self, dim: int, heads: int, rope: bool, rope_theta: float, std: float):
@@ -103,14 +166,29 @@ class WindowAttention(nn.Module):
         init_linear(self.qkv, std)
         init_linear(self.proj, std)
 
+    def rope_tables(self, ctx, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...] | None:
+        """(cos, sin) of this rank's tokens, each (tpp, 1, 1, dh) to broadcast over
+        (B, n_lw, tpp, 2, heads, dh); None without RoPE. Built once per context, device, dtype."""
+        if not self.rope:
+            return None
+
+        def build():
+            cos, sin = rope_tables(ctx.piece_coords(), self.head_dim, self.rope_theta, dtype, device)
+            return cos[:, None, None], sin[:, None, None]
+
+        return context_constant(ctx, ("rope", self.head_dim, self.rope_theta, device, dtype), build)
+
+    def qkv_rope(self, x: torch.Tensor, rope: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+        """x (B, n, t, d) -> q, k, v stacked (B, n, t, 3, heads, dh), q and k rotated together."""
+        B, n, t, _ = x.shape
+        qkv = self.qkv(x).view(B, n, t, 3, self.heads, self.head_dim)
+        if rope is None:
+            return qkv
+        return torch.cat([apply_rope(qkv[:, :, :, :2], *rope), qkv[:, :, :, 2:]], dim=3)
+
     def forward(self, x: torch.Tensor, ctx, frame: int, mask_poles: bool) -> torch.Tensor:
         B, n, t, d = x.shape
-        qkv = self.qkv(x).view(B, n, t, 3, self.heads, self.head_dim)
-        if self.rope:
-            coords = torch.as_tensor(np.asarray(ctx.piece_coords()), device=x.device)
-            ang = axial_rope_angles(coords, self.head_dim, self.rope_theta)
-            q, k, v = qkv.unbind(dim=3)
-            qkv = torch.stack((apply_rope(q, ang), apply_rope(k, ang), v), dim=3)
+        qkv = self.qkv_rope(x, self.rope_tables(ctx, x.device, compute_dtype(self.qkv.weight)))
         o = ctx.attention(qkv, frame, mask_poles=mask_poles)
         return self.proj(o.reshape(B, n, t, d))
 
@@ -132,25 +210,42 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float,
     return sincos_1d(t.to(torch.float64) * scale, dim).to(dtype)
 
 
+def periodic_sincos(pos: torch.Tensor, dim: int, period: int) -> torch.Tensor:
+    """Sinusoid on a circle of ``period`` points: [sin(2 pi m_k p / P), cos(2 pi m_k p / P)],
+    (N,) -> (N, dim), with the harmonics m_k = 1 + (k mod M), k < dim/2, M = max(1, (P-1) // 2)
+    (every whole number of cycles below the Nyquist rate, repeated if dim/2 > M).
+
+    Exactly periodic: the phase m p is reduced mod P before the sine, so p and p + P give the
+    same row (to the bit for integer p), and rows at distance 1 across the seam are as far
+    apart as anywhere.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal embedding needs an even dim, got {dim}")
+    m = 1 + torch.arange(dim // 2, dtype=torch.float64, device=pos.device) % max(1, (period - 1) // 2)
+    a = torch.remainder(pos.to(torch.float64)[:, None] * m, period) * (2 * math.pi / period)
+    return torch.cat([a.sin(), a.cos()], dim=-1)
+
+
 def position_embedding_2d(token_ids: np.ndarray, W: int, dim: int, dtype: torch.dtype = torch.float32,
                           device: torch.device | str | None = None) -> torch.Tensor:
     """Fixed 2-D sinusoidal encoding of the GLOBAL (y, x) of each token id g = y*W + x.
 
-    First dim/2 channels: sincos_1d(y); last dim/2: sincos_1d(x). (..., ) ids -> (..., dim).
+    First dim/2 channels: sincos_1d(y) (latitude); last dim/2: periodic_sincos(x, period W)
+    (longitude wraps). (...) ids -> (..., dim), on ``device`` in ``dtype``.
     """
     if dim % 4:
         raise ValueError(f"2-D position embedding needs dim % 4 == 0, got {dim}")
     g = np.asarray(token_ids, dtype=np.int64)
-    # float64 tables of the distinct rows/columns only (built on the target device), gathered in
-    # the target dtype: memory T x dim, no host->device copy of a T x dim tensor
+    # float64 tables of the distinct rows/columns only, built on the host and moved in the
+    # target dtype, gathered on the device: host memory (H + W) x dim, not T x dim
     ys, iy = np.unique(g.ravel() // W, return_inverse=True)
     xs, ix = np.unique(g.ravel() % W, return_inverse=True)
 
-    def table(vals, inv):
-        t = sincos_1d(torch.as_tensor(vals, device=device), dim // 2).to(dtype)
-        return t[torch.as_tensor(inv.ravel(), device=device)]
+    def table(t: torch.Tensor, inv: np.ndarray) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype)[torch.as_tensor(inv.ravel(), device=device)]
 
-    emb = torch.cat([table(ys, iy), table(xs, ix)], dim=-1)
+    emb = torch.cat([table(sincos_1d(torch.as_tensor(ys), dim // 2), iy),
+                     table(periodic_sincos(torch.as_tensor(xs), dim // 2, W), ix)], dim=-1)
     return emb.reshape(*g.shape, dim)
 
 

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aeris.model.config import ModelConfig
-from aeris.model.layers import (Modulation, RmsNorm, SwiGLU, WindowAttention, default_std,
-                                init_linear, modulate, position_embedding_2d, timestep_embedding)
+from aeris.model.layers import (Modulation, RMSNorm, SwiGLU, WindowAttention, compute_dtype, context_constant,
+                                default_std, init_linear, modulate, position_embedding_2d, timestep_embedding)
 from swipe.pipeline import StagePlan
 
 __all__ = ["AerisNet", "AerisStage", "AerisBlock", "OutputHead", "block_frame", "whole_plan",
@@ -30,15 +30,22 @@ __all__ = ["AerisNet", "AerisStage", "AerisBlock", "OutputHead", "block_frame", 
 
 
 class AerisBlock(nn.Module):
-    """x += g1 * Attn(N1(x)); x += g2 * SwiGLU(N2(x)), N = RMSNorm then modulate (or the reverse)."""
+    """x += g1 * Attn(N1(x)); x += g2 * SwiGLU(N2(x)), N = RMSNorm then modulate (or the reverse).
+
+    The block is two pure tensor functions around ``ctx.attention``: `attention_in`
+    (modulation, norm, qkv, RoPE) and `attention_out` (projection, residual, MLP). With
+    ``cfg.compile`` both run through ``torch.compile`` (docs/model.md, "Compiled blocks");
+    attention and whatever the context communicates stay eager.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, std = cfg.dim, default_std(cfg.dim)
         self.norm_order = cfg.norm_order
-        self.norm1 = RmsNorm(d, eps=cfg.norm_eps)
+        self.compile_backend = cfg.compile_backend if cfg.compile else None  # None: eager
+        self.norm1 = RMSNorm(d, eps=cfg.norm_eps)
         self.attn = WindowAttention(d, cfg.heads, cfg.rope, cfg.rope_theta, std)
-        self.norm2 = RmsNorm(d, eps=cfg.norm_eps)
+        self.norm2 = RMSNorm(d, eps=cfg.norm_eps)
         self.mlp = SwiGLU(d, cfg.ffn_dim, bias=False)
         for lin in (self.mlp.fc1_g, self.mlp.fc1_x, self.mlp.fc2):
             init_linear(lin, std)
@@ -49,11 +56,38 @@ class AerisBlock(nn.Module):
             return modulate(norm(x), shift, scale)
         return norm(modulate(x, shift, scale))
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor, ctx, frame: int, mask_poles: bool) -> torch.Tensor:
-        sh1, sc1, g1, sh2, sc2, g2 = self.modulation(c)
+    def attention_in(self, h: torch.Tensor, c: torch.Tensor, rope) -> tuple[torch.Tensor, tuple]:
+        """(q, k, v stacked (B, n, t, 3, heads, dh), the six modulation vectors)."""
+        mods = self.modulation(c)
+        return self.attn.qkv_rope(self._pre(self.norm1, h, mods[0], mods[1]), rope), mods
+
+    def attention_out(self, h: torch.Tensor, o: torch.Tensor, mods: tuple) -> torch.Tensor:
+        """The block's output from its input h and the attention output o (B, n, t, heads, dh)."""
+        _, _, g1, sh2, sc2, g2 = mods
         gate = (slice(None),) + (None,) * (h.dim() - 2)
-        h = h + g1[gate] * self.attn(self._pre(self.norm1, h, sh1, sc1), ctx, frame, mask_poles)
+        h = h + g1[gate] * self.attn.proj(o.reshape(h.shape))
         return h + g2[gate] * self.mlp(self._pre(self.norm2, h, sh2, sc2))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor, ctx, frame: int, mask_poles: bool) -> torch.Tensor:
+        rope = self.attn.rope_tables(ctx, h.device, compute_dtype(self.attn.qkv.weight))
+        qkv, mods = _compiled(AerisBlock.attention_in, self.compile_backend)(self, h, c, rope)
+        o = ctx.attention(qkv, frame, mask_poles=mask_poles)
+        return _compiled(AerisBlock.attention_out, self.compile_backend)(self, h, o, mods)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(fn, backend: str | None):
+    """``fn`` itself (backend None) or its ``torch.compile`` with ``backend``, one per function
+    and backend, shared by every block (the block is an argument whose parameters are graph
+    inputs, so a deep network compiles each function once, not once per block). Kept outside
+    the modules, so a model still deep-copies and pickles."""
+    if backend is None:
+        return fn
+    if (fn, backend) not in _COMPILED:
+        _COMPILED[fn, backend] = torch.compile(fn, backend=backend)
+    return _COMPILED[fn, backend]
 
 
 class OutputHead(nn.Module):
@@ -61,7 +95,7 @@ class OutputHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_out: int):
         super().__init__()
-        self.norm = RmsNorm(cfg.dim, eps=cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.modulation = Modulation(cfg.dim, 2, cfg.adaln_hidden, default_std(cfg.dim))
         self.linear = nn.Linear(cfg.dim, n_out)
         nn.init.zeros_(self.linear.weight)
@@ -154,11 +188,13 @@ class AerisStage(nn.Module):
             raise ValueError(f"x_in must be (B, n_local_windows, tokens_per_piece, {self.n_in}), "
                              f"got {tuple(x_in.shape)}")
         self._check_ctx(ctx)
-        ids = ctx.token_ids(0)
-        if tuple(ids.shape) != tuple(x_in.shape[1:3]):
+        dtype, W, d = self.input.weight.dtype, self.grid[1], self.cfg.dim
+        # a constant of the context (its token ids never change): built once, then no host work
+        pos = context_constant(ctx, ("position", W, d, x_in.device, dtype),
+                               lambda: position_embedding_2d(ctx.token_ids(0), W, d, dtype, x_in.device))
+        if tuple(pos.shape[:2]) != tuple(x_in.shape[1:3]):
             raise ValueError(f"x_in token dims {tuple(x_in.shape[1:3])} do not match the context's "
-                             f"local storage {tuple(ids.shape)}")
-        pos = position_embedding_2d(ids, self.grid[1], self.cfg.dim, self.input.weight.dtype, x_in.device)
+                             f"local storage {tuple(pos.shape[:2])}")
         return self.input(x_in) + pos
 
     def block(self, i: int, h: torch.Tensor, c: torch.Tensor, ctx) -> torch.Tensor:

@@ -23,7 +23,7 @@ from aeris.data.lexicon import channel_names
 from aeris.model.config import ModelConfig
 from aeris.model.flops import parameter_count
 from aeris.model.network import AerisNet, decay_parameter_names
-from swipe.context import SerialContext, WindowContext, window_attention
+from swipe.context import SerialContext, WindowContext
 from swipe.layout import WindowLayout
 
 
@@ -105,6 +105,13 @@ def sincos(p, n):
     return torch.cat([a.sin(), a.cos()], dim=1)
 
 
+def circle_sincos(p, n, period):
+    """Harmonics 1, 2, ... of the circle (below Nyquist, repeating), without any phase reduction."""
+    m = [1 + k % max(1, (period - 1) // 2) for k in range(n // 2)]
+    a = 2 * np.pi * p.double()[:, None] * torch.tensor(m, dtype=torch.float64) / period
+    return torch.cat([a.sin(), a.cos()], dim=1)
+
+
 def reference_forward(net: AerisNet, X: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The whole network on a (B, H, W, n_in) field with plain torch ops and net's weights."""
     cfg = net.cfg
@@ -112,7 +119,7 @@ def reference_forward(net: AerisNet, X: torch.Tensor, t: torch.Tensor) -> torch.
     d, heads, ws = cfg.dim, cfg.heads, tuple(cfg.window)
     dh = d // heads
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    pos = torch.cat([sincos(yy.ravel(), d // 2), sincos(xx.ravel(), d // 2)], 1).reshape(H, W, d)
+    pos = torch.cat([sincos(yy.ravel(), d // 2), circle_sincos(xx.ravel(), d // 2, W)], 1).reshape(H, W, d)
     c = sincos(t * cfg.time_scale, d)
     h = X @ net.input.weight.T + net.input.bias + pos
 
@@ -360,8 +367,7 @@ class ThreadedContext(WindowContext):
         allqkv = self._exchange(qkv.unbind(dim=3))
         peers = [lay.rank_index(self.wy, self.wx, s) for s in range(lay.sp)]
         full = [torch.cat([allqkv[p][i] for p in peers], dim=2) for i in range(3)]
-        mask = self.pole_mask(frame) if mask_poles else None
-        o = window_attention(*full, mask)
+        o = self.local_attention(*full, frame, mask_poles)  # whole windows, quadrant-major
         return o[:, :, self.s * t:(self.s + 1) * t]
 
     def change_frame(self, x, src, dst):
