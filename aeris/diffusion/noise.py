@@ -1,16 +1,27 @@
-"""Layout-independent random numbers: per-window noise and per-sample noise levels.
+"""Layout-independent random numbers: counter-based per-token noise and per-sample noise levels.
 
-Every random draw comes from a `torch.Generator` seeded by a stable hash of integer keys
-(e.g. (seed, step, sample) in training, (seed, init_time, member, sampler_step) in sampling),
-so a value never depends on which rank draws it (docs/training.md, "Keyed noise"):
+Noise (docs/training.md, "Keyed noise") is a pure function of integers, computed on the
+rank's device for its own tokens only:
 
-* noise: the WHOLE window's (ws_h*ws_w, C) standard normal block, in quadrant-major order,
-  for the window's GLOBAL id in frame 0 (i * n_windows_x + j); each rank then keeps its piece.
-* sigma: one per sample, keyed by the sample's keys, so every rank of that sample agrees.
+    k = key_seed("noise", keys) = k_hi 2^32 + k_lo                    (once per sample, host)
+    (T0, T1) = Philox-2x32-10(counter = (g, k_hi), key = k_lo)       (per global token id g)
+    j = c // 2;  h_r = mix32(T0 ^ w0(j)),  h_a = mix32(T1 ^ w1(j))    (per channel pair)
+    u = (h_r + 1/2) 2^-32 in (0, 1],  theta = 2 pi h_a 2^-32
+    z(keys, g, c) = sqrt(-2 ln u) * (cos theta if c is even else sin theta)   (Box-Muller, fp32)
+
+with w_i(j) = j G_i mod 2^32 (Weyl steps) and mix32 a xorshift-multiply finaliser. g = y W + x
+is the token's id in the whole H x W field, so every layout (wy, wx, sp, window size) gives a
+token the same value. All integer arithmetic uses 32-bit lanes in int64 tensors: every
+product is < 2^63 in magnitude (multipliers >= 2^31 are used as m - 2^32) and is masked back
+to 32 bits, so no operation relies on overflow.
+
+Noise levels: one sigma per sample from a `torch.Generator` keyed by the sample's keys, so every
+rank of that sample agrees.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -21,8 +32,24 @@ import torch
 
 from swipe.layout import WindowLayout
 
-__all__ = ["key_seed", "keyed_generator", "window_noise", "members_noise", "field_noise",
-           "sample_sigma", "sample_sigmas"]
+__all__ = ["key_seed", "keyed_generator", "philox2x32", "token_noise", "rank_token_ids", "window_noise",
+           "members_noise", "field_noise", "sample_sigma", "sample_sigmas"]
+
+_M32 = 0xFFFFFFFF
+_PHILOX_M = 0xD256D193          # Philox-2x32 multiplier
+_PHILOX_W = 0x9E3779B9          # Philox-2x32 key increment (Weyl step)
+_PHILOX_ROUNDS = 10
+_MIX_M = (0x7FEB352D, 0x846CA68B)
+_WEYL = (0x9E3779B9, 0x7F4A7C15)  # w0, w1: odd, so j -> w_i(j) is injective mod 2^32
+_MAX_CHANNELS = 1 << 16
+# Channel pairs computed at once: on the CPU a chunk's int64 temporaries stay in cache (~2 MB).
+_CHUNK_PAIRS = {"cpu": 1 << 18}
+_CHUNK_PAIRS_DEFAULT = 1 << 23
+
+
+def _signed32(m: int) -> int:
+    """A 32-bit multiplier as an int64 factor m' = m mod 2^32 with |m'| < 2^31: x m' fits int64 for x < 2^32."""
+    return m - (1 << 32) if m >= 1 << 31 else m
 
 
 def key_seed(tag: str, keys: Sequence[int]) -> int:
@@ -42,43 +69,114 @@ def keyed_generator(tag: str, keys: Sequence[int]) -> torch.Generator:
     return g
 
 
-def window_noise(layout: WindowLayout, rank: int, keys: Sequence[int], n_channels: int,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard-normal noise of rank `rank`'s tokens in frame 0, shape (n_lw, tpp, C).
+def philox2x32(x0: torch.Tensor, x1: torch.Tensor, round_keys: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Philox-2x32 with len(round_keys) rounds on int64 tensors holding 32-bit words.
 
-    Window (i, j) draws its (ws_h*ws_w, C) block from keyed_generator("noise", keys + (i*nwx + j,))
-    in quadrant-major order; the rank keeps piece s. Equal to slicing `field_noise` with the
-    layout's index map, for any (wy, wx, sp).
+    Round: (hi, lo) = (M x0) split into 32-bit halves; x0 <- hi ^ k_r ^ x1, x1 <- lo, with
+    k_r = k + r W mod 2^32 given per round (ints or tensors broadcasting with x0, x1).
+    x0 (M - 2^32) = x0 M - x0 2^32 fits int64, so lo = its low word and hi = (it >> 32) + x0.
     """
-    if n_channels < 1:
-        raise ValueError(f"n_channels must be >= 1, got {n_channels}")
-    wy, wx, s = layout.rank_coords(rank)
-    t = layout.tokens_per_piece
-    out = torch.empty(layout.n_local_windows, t, n_channels, dtype=dtype)
-    for li in range(layout.n_local_windows_y):
-        for lj in range(layout.n_local_windows_x):
-            gid = (li * layout.wpy + wy) * layout.n_windows_x + (lj * layout.wpx + wx)
-            gen = keyed_generator("noise", (*keys, gid))
-            block = torch.randn(layout.window_tokens, n_channels, generator=gen, dtype=torch.float64)
-            out[li * layout.n_local_windows_x + lj] = block[s * t:(s + 1) * t].to(dtype)
-    return out
+    m = _signed32(_PHILOX_M)
+    for k in round_keys:
+        p = x0 * m
+        x0 = ((p >> 32) + x0) ^ x1 ^ k  # all three < 2^32: no mask needed
+        x1 = p.bitwise_and_(_M32)
+    return x0, x1
+
+
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """In place: x ^= x >> 16; x *= m1; x ^= x >> 15; x *= m2; x ^= x >> 16 (mod 2^32), a bijection of [0, 2^32)."""
+    x.bitwise_xor_(x >> 16)
+    x.mul_(_signed32(_MIX_M[0])).bitwise_and_(_M32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(_signed32(_MIX_M[1])).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 16)
+
+
+def _round_keys(keys_per_sample: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k_hi (B, 1), round keys (R, B, 1)) of the samples' noise seeds, one small copy to `device`."""
+    seeds = [key_seed("noise", k) for k in keys_per_sample]
+    table = [[s >> 32 for s in seeds]]
+    table += [[((s & _M32) + r * _PHILOX_W) & _M32 for s in seeds] for r in range(_PHILOX_ROUNDS)]
+    t = torch.tensor(table, dtype=torch.int64, device=device)[..., None]
+    return t[0], t[1:]
+
+
+def token_noise(keys_per_sample: Sequence[Sequence[int]], token_ids: torch.Tensor, n_channels: int,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard-normal noise z(keys, g, c) (module doc) of the given global token ids: (B, n, C).
+
+    Computed in fp32 on `token_ids.device` (int64, values in [0, 2^32)), then cast to dtype.
+    """
+    if n_channels < 1 or n_channels > _MAX_CHANNELS:
+        raise ValueError(f"n_channels must be in [1, {_MAX_CHANNELS}], got {n_channels}")
+    if token_ids.dtype != torch.int64 or token_ids.dim() != 1:
+        raise ValueError(f"token_ids must be a 1-D int64 tensor, got {token_ids.dtype} {tuple(token_ids.shape)}")
+    dev, B, n, C = token_ids.device, len(keys_per_sample), token_ids.shape[0], n_channels
+    out = torch.empty(B * n, C, dtype=torch.float32, device=dev)
+    if B == 0 or n == 0:
+        return out.reshape(B, n, C).to(dtype)
+    k_hi, round_keys = _round_keys(keys_per_sample, dev)
+    t0, t1 = philox2x32(token_ids[None, :], k_hi, round_keys)  # (B, n) each
+    t0, t1 = t0.reshape(-1), t1.reshape(-1)
+    c2, c_sin = (C + 1) // 2, C // 2  # channel pairs; pairs with a sine channel
+    j = torch.arange(c2, dtype=torch.int64, device=dev)
+    w0, w1 = (j * _WEYL[0]) & _M32, (j * _WEYL[1]) & _M32  # j < 2^16: products < 2^48
+    rows = max(1, _CHUNK_PAIRS.get(dev.type, _CHUNK_PAIRS_DEFAULT) // c2)
+    for s in range(0, B * n, rows):
+        e = min(s + rows, B * n)
+        h_r = _mix32_(t0[s:e, None] ^ w0)
+        h_a = _mix32_(t1[s:e, None] ^ w1)
+        radius = h_r.to(torch.float32).add_(0.5).mul_(2.0 ** -32).log_().mul_(-2.0).sqrt_()
+        theta = h_a.to(torch.float32).mul_(2.0 * math.pi * 2.0 ** -32)
+        torch.mul(radius, torch.cos(theta), out=out[s:e, 0::2])
+        if c_sin:
+            torch.mul(radius[:, :c_sin], torch.sin(theta[:, :c_sin]), out=out[s:e, 1::2])
+    return out.reshape(B, n, C).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_ids(layout: WindowLayout, rank: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(layout.index_map(0, rank).reshape(-1)).to(device)
+
+
+def rank_token_ids(layout: WindowLayout, rank: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Global token ids of rank `rank`'s tokens in frame 0, flat (n_lw * tpp,) int64 on `device`.
+
+    Cached per (layout, rank, device): the hot path copies no ids. Read-only (shared).
+    """
+    if layout.H * layout.W > 1 << 32:
+        raise ValueError(f"grid {layout.H}x{layout.W} has more than 2^32 tokens: noise counters are 32-bit")
+    return _cached_ids(layout, rank, torch.device(device if device is not None else "cpu"))
 
 
 def members_noise(layout: WindowLayout, rank: int, keys_per_member: Sequence[Sequence[int]],
-                  n_channels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """`window_noise` for a batch: one key tuple per batch entry -> (B, n_lw, tpp, C)."""
-    return torch.stack([window_noise(layout, rank, k, n_channels, dtype) for k in keys_per_member])
+                  n_channels: int, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """Noise of rank `rank`'s tokens in frame 0 for a batch, one key tuple per entry: (B, n_lw, tpp, C).
+
+    Entry b equals `window_noise(layout, rank, keys_per_member[b], ...)` and `field_noise` sliced
+    with the rank's index map, for any (wy, wx, sp) and any window size.
+    """
+    ids = rank_token_ids(layout, rank, device)
+    z = token_noise(keys_per_member, ids, n_channels, dtype)
+    return z.reshape(len(keys_per_member), layout.n_local_windows, layout.tokens_per_piece, n_channels)
 
 
-def field_noise(layout: WindowLayout, keys: Sequence[int], n_channels: int,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The whole field's noise (C, H, W) (serial reference; depends only on the window size)."""
-    serial = WindowLayout(layout.H, layout.W, layout.ws_h, layout.ws_w)
-    tok = window_noise(serial, 0, keys, n_channels, dtype)  # (n_windows, T, C)
-    ids = serial.index_map(0, 0).ravel()
-    out = torch.empty(layout.H * layout.W, n_channels, dtype=dtype)
-    out[torch.from_numpy(ids)] = tok.reshape(-1, n_channels)
-    return out.T.reshape(n_channels, layout.H, layout.W)
+def window_noise(layout: WindowLayout, rank: int, keys: Sequence[int], n_channels: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """Noise of rank `rank`'s tokens in frame 0 for one sample: (n_lw, tpp, C)."""
+    return members_noise(layout, rank, [keys], n_channels, dtype, device)[0]
+
+
+def field_noise(layout: WindowLayout, keys: Sequence[int], n_channels: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """The whole field's noise (C, H, W) (serial reference; depends only on the grid)."""
+    if layout.H * layout.W > 1 << 32:
+        raise ValueError(f"grid {layout.H}x{layout.W} has more than 2^32 tokens: noise counters are 32-bit")
+    ids = torch.arange(layout.H * layout.W, dtype=torch.int64, device=device)
+    z = token_noise([keys], ids, n_channels, dtype)[0]
+    return z.T.reshape(n_channels, layout.H, layout.W)
 
 
 def sample_sigma(generator: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:

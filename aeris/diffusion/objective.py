@@ -1,8 +1,9 @@
 """The training objective applied to a batch in token layout (any SWiPe layout).
 
-Noise and noise levels come from keyed generators (seed, step, sample) so the loss of a
-sample does not depend on the layout or on which rank computes it; the loss is divided by
-the global normaliser so that summing it over ranks and micro-batches gives the serial mean.
+Noise (counter-based, per global token, drawn on the data's device) and noise levels come from
+the sample keys (seed, step, sample), so the loss of a sample does not depend on the layout or
+on which rank computes it; the loss is divided by the global normaliser so that summing it
+over ranks and micro-batches gives the serial mean.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def network_input(x_scaled: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
 
 
 def batch_noise(layout: WindowLayout, rank: int, sample_keys: Sequence[Sequence[int]],
-                n_channels: int, cfg: DiffusionConfig, dtype=torch.float32):
-    """(z (B, n_lw, tpp, C), t (B,)) for samples keyed e.g. (seed, step, dataset index)."""
-    z = members_noise(layout, rank, sample_keys, n_channels, dtype)
+                n_channels: int, cfg: DiffusionConfig, dtype=torch.float32, device=None):
+    """(z (B, n_lw, tpp, C), t (B,)) on `device` for samples keyed e.g. (seed, step, dataset index)."""
+    z = members_noise(layout, rank, sample_keys, n_channels, dtype, device)
     t = sigma_to_t(sample_sigmas(sample_keys, cfg.sigma_min, cfg.sigma_max), cfg.sigma_data)
-    return z, t.to(dtype)
+    return z, t.to(device=z.device, dtype=dtype)
 
 
 def diffusion_loss(model, ctx, batch: dict, sample_keys: Sequence[Sequence[int]], cfg: DiffusionConfig,
@@ -37,8 +38,7 @@ def diffusion_loss(model, ctx, batch: dict, sample_keys: Sequence[Sequence[int]]
     """TrigFlow loss of one micro-batch on this rank's tokens / normaliser (see trigflow_loss)."""
     x0 = batch["target"]
     cond = torch.cat([batch["cond"], batch["forcing"]], dim=-1)
-    z, t = batch_noise(ctx.layout, ctx.rank, sample_keys, x0.shape[-1], cfg, x0.dtype)
-    z, t = z.to(x0.device), t.to(x0.device)
+    z, t = batch_noise(ctx.layout, ctx.rank, sample_keys, x0.shape[-1], cfg, x0.dtype, x0.device)
 
     def model_fn(x_scaled, cond_, t_):
         return model(network_input(x_scaled, cond_), t_, ctx)

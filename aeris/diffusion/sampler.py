@@ -120,14 +120,14 @@ def sample_members(denoise: Denoiser, layout: WindowLayout, rank: int,
                    progress: bool = False) -> torch.Tensor:
     """Sample a batch of members (B = len(member_keys)) on this rank's tokens -> (B, n_lw, tpp, C).
 
-    member_keys[b] = e.g. (seed, init_time, member): the initial noise uses keys (..., window id),
-    the churn noise of step i keys (..., i, window id), so any member can be reproduced alone
-    and under any layout.
+    member_keys[b] = e.g. (seed, init_time, member): the initial noise uses the keys, the churn
+    noise of step i the keys (..., i), each at every (global token, channel), drawn on `device`;
+    so any member can be reproduced alone and under any layout.
     """
-    z = members_noise(layout, rank, member_keys, n_channels, dtype).to(device)
+    z = members_noise(layout, rank, member_keys, n_channels, dtype, device)
 
     def step_noise(i: int) -> torch.Tensor:
-        return members_noise(layout, rank, [(*k, i) for k in member_keys], n_channels, dtype).to(device)
+        return members_noise(layout, rank, [(*k, i) for k in member_keys], n_channels, dtype, device)
 
     sigmas = sigma_schedule(cfg.steps, cfg.sample_sigma_min, cfg.sample_sigma_max, cfg.rho)
     return sample_ode(denoise, z, sigmas, cfg.sigma_data, cfg.churn, cfg.churn_sigma_min,

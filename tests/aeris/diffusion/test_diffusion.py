@@ -11,8 +11,7 @@ from scipy import stats
 
 from aeris.config import load_config
 from aeris.diffusion.config import DiffusionConfig
-from aeris.diffusion.noise import (field_noise, key_seed, keyed_generator, members_noise, sample_sigma,
-                                   sample_sigmas, window_noise)
+from aeris.diffusion.noise import members_noise, sample_sigma, sample_sigmas
 from aeris.diffusion.sampler import n_function_evaluations, sample_members, sample_ode, sigma_schedule
 from aeris.diffusion.trigflow import (loss_normaliser, sigma_to_t, t_to_sigma, trigflow_inputs, trigflow_loss,
                                       weighted_error_sum)
@@ -22,50 +21,7 @@ from swipe.layout import WindowLayout
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 2), (2, 2, 4), (1, 1, 4)]
 
 
-# ---- noise ------------------------------------------------------------------------------------
-def reference_noise_field(H, W, ws_h, ws_w, keys, C):
-    """Window (i, j) draws (ws_h*ws_w, C) from its keyed generator; position k of the draw is
-    quadrant k // (ws_h*ws_w/4) (TL, TR, BL, BR), row-major inside the quadrant."""
-    qh, qw = ws_h // 2, ws_w // 2
-    field = np.empty((C, H, W))
-    for i in range(H // ws_h):
-        for j in range(W // ws_w):
-            block = torch.randn(ws_h * ws_w, C, generator=keyed_generator("noise", (*keys, i * (W // ws_w) + j)),
-                                dtype=torch.float64).numpy()
-            for k in range(ws_h * ws_w):
-                quad, rem = divmod(k, qh * qw)
-                r, c = divmod(rem, qw)
-                y = i * ws_h + r + qh * (quad // 2)
-                x = j * ws_w + c + qw * (quad % 2)
-                field[:, y, x] = block[k]
-    return field
-
-
-@pytest.mark.parametrize("wpy,wpx,sp", LAYOUTS)
-def test_window_noise_is_layout_independent(wpy, wpx, sp):
-    H, W, ws, C, keys = 8, 16, (4, 4), 3, (7, 123, 2)
-    ref = reference_noise_field(H, W, *ws, keys, C)
-    layout = WindowLayout(H, W, *ws, wpy, wpx, sp)
-    for r, piece in enumerate(layout.scatter(ref, 0)):  # (C, n_lw, tpp)
-        got = window_noise(layout, r, keys, C, torch.float64)
-        np.testing.assert_array_equal(got.numpy(), np.moveaxis(piece, 0, -1))
-    np.testing.assert_array_equal(field_noise(layout, keys, C, torch.float64).numpy(), ref)
-
-
-def test_noise_streams_are_distinct_and_standard_normal():
-    layout = WindowLayout(16, 32, 8, 8)
-    a = window_noise(layout, 0, (0, 1, 0), 4, torch.float64)
-    b = window_noise(layout, 0, (0, 1, 1), 4, torch.float64)
-    assert not torch.allclose(a, b)
-    torch.testing.assert_close(a, window_noise(layout, 0, (0, 1, 0), 4, torch.float64))
-    assert stats.kstest(a.ravel().numpy(), "norm").pvalue > 1e-3
-    assert key_seed("noise", (1, 2)) != key_seed("sigma", (1, 2)) != key_seed("noise", (1, 2, 0))
-    with pytest.raises(TypeError, match="integers"):
-        key_seed("noise", (1, 2.5))
-    both = members_noise(layout, 0, [(0, 1, 0), (0, 1, 1)], 4, torch.float64)
-    torch.testing.assert_close(both[1], b)
-
-
+# ---- noise levels (the noise itself: test_noise.py) -----------------------------------------
 def test_sigma_is_log_uniform_and_keyed_per_sample():
     g = torch.Generator().manual_seed(0)
     s = sample_sigma(g, 4000, 0.2, 500.0)
