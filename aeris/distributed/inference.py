@@ -6,7 +6,7 @@ micro-batch per member. The sampler state lives on every stage: the last stage's
 broadcast over the pp group after each evaluation, so each stage keeps the same x_t for its
 window tokens and the first stage can build the next input (B x tokens x C per evaluation,
 the size of the sampler state, small next to the activations the pipeline moves). The noise of
-a member is keyed per window (aeris.diffusion.noise), so the samples equal the serial ones to
+a member is keyed per global token (aeris.diffusion.noise), so the samples equal the serial ones to
 rounding whatever the layout (docs/pipeline.md).
 """
 

@@ -161,8 +161,9 @@ class SwipeEngine:
 
     def _noisy(self, mb: MicroBatch):
         x0 = mb.data["target"].to(self.device, self.dtype)
-        z, t = batch_noise(self.layout, self.ctx.rank, mb.keys, x0.shape[-1], self.diffusion, self.dtype)
-        return trigflow_inputs(x0, z.to(self.device), t.to(self.device), self.diffusion.sigma_data)
+        z, t = batch_noise(self.layout, self.ctx.rank, mb.keys, x0.shape[-1], self.diffusion, self.dtype,
+                           self.device)
+        return trigflow_inputs(x0, z, t, self.diffusion.sigma_data)
 
     def _forward_fn(self, mbs: Sequence[MicroBatch], normaliser: float | None, keep_outputs: bool,
                     model: torch.nn.Module | None = None):
