@@ -10,6 +10,9 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export DS_ACCELERATOR ?= cpu
 export DS_BUILD_OPS ?= 0
 export OMP_NUM_THREADS ?= 2
+# docs/environment.md, "Allocator and threads": keep large buffers mapped (the aeris CLI sets this itself;
+# pytest and the benchmark scripts are not the CLI). `GLIBC_TUNABLES= make test` runs without.
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
 
 .PHONY: install demo test test-slow test-all bench clean-demo
 

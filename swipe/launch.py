@@ -35,6 +35,7 @@ Backend from the device: nccl (CUDA), xccl or ccl (Intel XPU, whichever is avail
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -49,8 +50,10 @@ __all__ = [
     "DistInfo", "LaunchEnv", "LaunchError", "LAUNCHERS", "init_distributed", "shutdown",
     "detect_launcher", "torchrun_env", "slurm_env", "mpi_local_rank", "parse_hostlist",
     "backend_for_device", "pick_device", "device_request", "free_port", "local_world_size",
-    "interface_address", "rendezvous_address",
+    "interface_address", "rendezvous_address", "threads_per_rank", "set_threads", "configure_threads",
 ]
+
+log = logging.getLogger(__name__)
 
 LAUNCHERS = ("torchrun", "mpi", "slurm", "single")
 
@@ -271,6 +274,70 @@ def local_world_size(env: Mapping[str, str] | None = None) -> int:
         if v.isdigit():
             return int(v)
     return 1
+
+
+def threads_per_rank(env: Mapping[str, str] | None = None, cores: int | None = None,
+                     node_cores: int | None = None, requested: int = 0) -> tuple[int, str]:
+    """Intra-op threads for this rank, and where the number came from.
+
+    ``cores``: the CPUs this process may run on (default ``len(os.sched_getaffinity(0))``);
+    ``node_cores``: the node's CPUs (default ``os.cpu_count()``); local ranks from
+    `local_world_size`. The first that applies:
+
+    1. ``requested`` > 0 (a config key): taken as is;
+    2. ``OMP_NUM_THREADS``, per process as OpenMP means it (torchrun sets 1 when it starts
+       several ranks), unless PBS set it: under PBS (``PBS_JOBID``) a value equal to ``NCPUS``
+       is the whole chunk's and is handled as 4;
+    3. ``SLURM_CPUS_PER_TASK`` (cores of one task);
+    4. ``NCPUS`` under PBS (cores of the node's chunk) / local ranks;
+    5. ``cores`` / local ranks.
+
+    Cases 2-5 are then capped at ``cores`` and, when the process is not bound to a subset of
+    the node (``cores == node_cores``: its local ranks share every core), at
+    ``node_cores // local ranks``, so ranks never oversubscribe the node; at least 1.
+    """
+    env = os.environ if env is None else env
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    node_cores = node_cores or os.cpu_count() or cores
+    local = max(1, local_world_size(env))
+    if requested > 0:
+        return int(requested), "config"
+    pbs = "PBS_JOBID" in env
+    omp, slurm, ncpus = (env.get(k, "").strip() for k in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "NCPUS"))
+    omp = omp.split(",")[0]  # OpenMP allows a list per nesting level; the first is ours
+    if omp.isdigit() and int(omp) > 0 and not (pbs and omp == ncpus):
+        n, source = int(omp), f"OMP_NUM_THREADS={omp}"
+    elif slurm.isdigit() and int(slurm) > 0:
+        n, source = int(slurm), f"SLURM_CPUS_PER_TASK={slurm}"
+    elif pbs and ncpus.isdigit() and int(ncpus) > 0:
+        n, source = max(1, int(ncpus) // local), f"PBS NCPUS={ncpus} / {local} local ranks"
+    else:
+        n, source = max(1, cores // local), f"{cores} cores / {local} local ranks"
+    cap = cores if cores < node_cores else max(1, node_cores // local)
+    if n > cap:
+        why = "cores this process may use" if cores < node_cores else f"node cores / {local} local ranks"
+        n, source = cap, f"{source}, capped at {cap} ({why})"
+    return max(1, n), source
+
+
+def set_threads(n: int, interop: int = 1) -> None:
+    """torch's intra-op threads = n; inter-op threads = ``interop`` (torch allows setting those
+    once, before any inter-op work: a later call leaves them as they are)."""
+    torch.set_num_threads(int(n))
+    try:
+        torch.set_num_interop_threads(int(interop))
+    except RuntimeError:  # already set, or inter-op work has started
+        pass
+
+
+def configure_threads(requested: int = 0, env: Mapping[str, str] | None = None) -> int:
+    """Set this rank's torch threads: `threads_per_rank` intra-op threads and one inter-op
+    thread (nothing here runs inter-op work); logs the choice and returns the thread count."""
+    n, source = threads_per_rank(env, requested=requested)
+    set_threads(n, interop=1)
+    log.info("threads: %d per rank (%s)", n, source)
+    return n
 
 
 def device_request(device: str | None, distributed: bool) -> str | None:

@@ -21,3 +21,11 @@ def load_from_args(args: argparse.Namespace) -> Config:
     """The config named by ``--config`` with the overrides applied."""
     from aeris.config import load_config
     return load_config(args.config, args.overrides)
+
+
+def apply_allocator_policy() -> None:
+    """Restart this `aeris` process once under the memory-allocator policy ``AERIS_MALLOC``
+    (`aeris.runtime`; docs/environment.md, "Allocator and threads"); called first thing by
+    `aeris.cli.main` when it runs the process's own command line."""
+    from aeris.runtime import reexec_with_allocator
+    reexec_with_allocator()

@@ -96,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from aeris.forecast.rollout import ForecastError, ForecastStopped, load_forecaster, run_forecast
     from aeris.forecast.store_writer import ForecastStoreError
     from aeris.checkpoint.training import CheckpointError
-    from swipe.launch import device_request, pick_device
+    from swipe.launch import configure_threads, device_request, pick_device
 
     cfg, f = _forecast_config(args)
+    configure_threads(f.threads)
     if cfg.swipe.world_size > 1:
         return _run_swipe(cfg, f)
     try:
@@ -144,9 +145,10 @@ def run_stability(args: argparse.Namespace) -> int:
     from aeris.forecast.rollout import ForecastError, load_forecaster, resolve_inits
     from aeris.forecast.stability import format_table, run_stability as stability, write_report
     from aeris.checkpoint.training import CheckpointError
-    from swipe.launch import device_request, pick_device
+    from swipe.launch import configure_threads, device_request, pick_device
 
     _, f = _forecast_config(args)
+    configure_threads(f.threads)
     try:
         inits = resolve_inits(f)
         fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,

@@ -26,7 +26,10 @@ class ForecastConfig:
     seed: int = doc(0, "seed of the ensemble noise")
     use_ema: bool = doc(True, "use the EMA weights of the checkpoint (false = the raw weights)")
     overwrite: bool = doc(False, "replace an existing store written for another request")
-    batch_members: int = doc(0, "members sampled together (= members per zarr chunk); 0 = all")
+    batch_members: int = doc(0, "members rolled out together as one unit (= members per zarr chunk); 0 = all")
+    eval_batch: int = doc(0, "members per network evaluation inside a unit; 0 = measured: the fastest per "
+                             "member of 1, 2, 4, ... up to the unit; does not change the output "
+                             "(docs/evaluation.md, \"Member batch of the network evaluations\")")
     include_initial: bool = doc(True, "write lead 0 = the initial condition (see the rollout docstring)")
     pad_mode: str = doc("copy", "copy | nan: the restored polar row is a copy of its neighbour, or NaN")
     forcing_fallback: str = doc("compute", "forcings past the prepared store's end: compute TOA insolation "
@@ -34,6 +37,7 @@ class ForecastConfig:
     device: str = doc("cpu", "auto | cpu | cuda | xpu (each rank its node-local device), or e.g. cuda:1 "
                              "in one process")
     progress: bool = doc(True, "show a progress bar")
+    threads: int = doc(0, "torch threads per rank; 0 = from the launcher, as train.threads")
     stability_days: float = doc(90.0, "`aeris forecast-stability`: rollout length, days")
     stability_members: int = doc(2, "`aeris forecast-stability`: ensemble members")
     stability_out: str = doc("forecasts/stability", "`aeris forecast-stability`: report folder")
@@ -45,8 +49,8 @@ class ForecastConfig:
             raise ValueError(f"forecast.members must be >= 1, got {self.members}")
         if any(m < 0 for m in self.member_ids):
             raise ValueError(f"forecast.member_ids must be >= 0, got {self.member_ids}")
-        if self.sampler_steps < 0 or self.batch_members < 0:
-            raise ValueError("forecast.sampler_steps and forecast.batch_members must be >= 0")
+        if min(self.sampler_steps, self.batch_members, self.eval_batch, self.threads) < 0:
+            raise ValueError("forecast.sampler_steps, batch_members, eval_batch and threads must be >= 0")
         if self.stride_hours < 1:
             raise ValueError(f"forecast.stride_hours must be >= 1, got {self.stride_hours}")
         if self.pad_mode not in ("copy", "nan"):

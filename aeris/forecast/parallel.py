@@ -7,6 +7,10 @@
   the layout, and the store equals the serial one to rounding.
 * dp replicas take (init, member batch) units round-robin; per replica the rank at pp = 0,
   window rank 0 gathers the field over its window group and writes the regions.
+* The members per sampler call (``forecast.eval_batch``) are the micro-batches of one pass
+  through the pipeline; measured like the serial rollout's (`SwipeStepper.probe`), every rank
+  timing the same collective evaluations, so the choice weighs pipeline fill against the cost
+  per member.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from aeris.distributed.inference import PipelineSampler
 from aeris.distributed.stage import MeshStage
 from aeris.forecast.rollout import Forecaster, RankRole, open_view
 
-__all__ = ["swipe_forecaster"]
+__all__ = ["swipe_forecaster", "SwipeStepper"]
+
+
+class SwipeStepper(PipelineSampler):
+    """The pipeline sampler as the rollout's stepper, with the probe the rollout measures its
+    member batch with."""
+
+    def probe(self) -> PipelineSampler:
+        """This sampler with one sampler step: one pipeline evaluation per call (collective)."""
+        return PipelineSampler(self.stage, replace(self.dcfg, steps=1))
 
 
 def _window_gather(mesh, layout):
@@ -45,7 +58,7 @@ def _window_gather(mesh, layout):
     return gather, writer
 
 
-def swipe_forecaster(fc: Forecaster, mesh, split=None) -> tuple[Forecaster, PipelineSampler, RankRole]:
+def swipe_forecaster(fc: Forecaster, mesh, split=None) -> tuple[Forecaster, SwipeStepper, RankRole]:
     """This rank's (forecaster, stepper, role) for `run_forecast` on `mesh` (a SwipeMesh).
 
     `fc` is the whole model loaded on every rank (`load_forecaster`); this rank keeps a copy of
@@ -62,4 +75,4 @@ def swipe_forecaster(fc: Forecaster, mesh, split=None) -> tuple[Forecaster, Pipe
     c, s = mesh.coords, mesh.shape
     role = RankRole(replica=c.dp, replicas=s.dp, writer=writer, gather=gather,
                     barrier=lambda: dist.barrier(), is_root=mesh.rank == 0)
-    return local, PipelineSampler(stage, fc.dcfg), role
+    return local, SwipeStepper(stage, fc.dcfg), role

@@ -24,12 +24,24 @@ Choices (documented contract)
   `aeris.data.store.pad_row` (``pad_mode`` copy or nan).
 * Data parallel: units are dealt round-robin to ranks (torch.distributed, any backend);
   each rank writes its own regions; rank 0 creates the store. The result is the same store.
+* Member batch of the network evaluations (``forecast.eval_batch``): inside a unit the sampler
+  runs on consecutive groups of that many members. 0 = measured once per process at the start
+  (`measure_eval_batch`: one evaluation at 1, 2, 4, ... members up to the unit, the lowest time
+  per member wins, the same on every rank). Noise is keyed per member, so the output does not
+  depend on it (docs/evaluation.md, "Member batch of the network evaluations").
+* Writes: the writer rank's region writes and progress records run in one background thread,
+  in order, overlapping the next step's network evaluations; every write is finished before
+  `run_forecast` returns or raises, and a progress record always follows its data.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,9 +68,14 @@ from swipe.layout import WindowLayout
 
 __all__ = ["Forecaster", "ForecastError", "ForecastStopped", "load_forecaster", "open_view", "resolve_inits",
            "member_batches", "rollout_batch", "run_forecast", "forecast_request",
-           "DiffusionStepper", "RankRole", "default_role", "ForcingSource", "initial_state"]
+           "DiffusionStepper", "RankRole", "default_role", "ForcingSource", "initial_state",
+           "eval_batch_candidates", "measure_eval_batch", "choose_eval_batch"]
 
-# a stepper maps (cond (B, n_lw, tpp, C_cond), keys) -> standardised residuals (B, n_lw, tpp, C)
+log = logging.getLogger(__name__)
+
+# a stepper maps (cond (B, n_lw, tpp, C_cond), keys) -> standardised residuals (B, n_lw, tpp, C);
+# one with a ``probe()`` method (the same stepper doing ONE network evaluation per call) lets
+# the rollout measure its member batch
 Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
 
 
@@ -79,6 +96,10 @@ class DiffusionStepper:
 
     def __call__(self, cond: torch.Tensor, keys) -> torch.Tensor:
         return sample_residuals(self.model, self.ctx, cond, keys, self.n_out, self.dcfg)
+
+    def probe(self) -> DiffusionStepper:
+        """This stepper with one sampler step: one network evaluation per call."""
+        return DiffusionStepper(self.model, self.ctx, self.n_out, replace(self.dcfg, steps=1))
 
 
 @dataclass
@@ -245,12 +266,13 @@ class ForcingSource:
 @torch.no_grad()
 def rollout_batch(stepper: Stepper, ds: ForecastDataset, forcing: ForcingSource, init: np.datetime64,
                   members: Sequence[int], steps: int, seed: int, *, x0: torch.Tensor | None = None,
-                  start_step: int = 0, device: torch.device | str = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
+                  start_step: int = 0, device: torch.device | str = "cpu",
+                  eval_batch: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (k, X) for k = start_step+1 .. steps: the physical float32 tokens (B, n_lw, tpp, C)
     of lead k*dt for `members` of `init`.
 
     x0: the state at lead start_step (B or 1 leading); None = the initial condition (needs
-    start_step = 0).
+    start_step = 0). eval_batch: members per stepper call (0 = all B at once).
     """
     init = np.datetime64(init, "ns")
     hours = init_hours(init)
@@ -266,9 +288,16 @@ def rollout_batch(stepper: Stepper, ds: ForecastDataset, forcing: ForcingSource,
         t = init + k * ds.dt
         f = forcing(t).to(device)
         cond = torch.cat([ds.normalize_state(x), f.expand(B, *f.shape[1:])], dim=-1)
-        r = stepper(cond, member_keys(seed, hours, members, k))
+        r = _in_groups(stepper, cond, member_keys(seed, hours, members, k), eval_batch)
         x = (x.double() + ds.denormalize_residual(r.double())).float()
         yield k + 1, x
+
+
+def _in_groups(stepper: Stepper, cond: torch.Tensor, keys: list, size: int) -> torch.Tensor:
+    """stepper over consecutive groups of ``size`` members (0 = all at once), concatenated."""
+    if size <= 0 or size >= len(keys):
+        return stepper(cond, keys)
+    return torch.cat([stepper(cond[i:i + size], keys[i:i + size]) for i in range(0, len(keys), size)])
 
 
 def initial_state(ds: ForecastDataset, init: np.datetime64) -> torch.Tensor:
@@ -281,6 +310,117 @@ def from_output_field(ds: ForecastDataset, field: np.ndarray) -> torch.Tensor:
     """Written source-grid fields (for resuming) -> tokens: (B, C, n_lat, n_lon) -> (B, n_lw, tpp, C)."""
     model_field = drop_row(np.asarray(field, dtype=np.float32), ds.cfg.drop_lat_row)
     return torch.from_numpy(np.ascontiguousarray(_tokens(ds, model_field)))
+
+
+# ---- member batch of the network evaluations ----------------------------------------------------
+_MEASURED: dict[tuple, dict[int, float]] = {}  # per process: measurement key -> s per member
+
+
+def eval_batch_candidates(n: int) -> list[int]:
+    """Member batches worth timing for units of up to n members: 1, 2, 4, ... below n, and n."""
+    out, b = [], 1
+    while b < n:
+        out.append(b)
+        b *= 2
+    return out + [max(1, n)]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type in ("cuda", "xpu"):
+        getattr(torch, device.type).synchronize(device)
+
+
+def _max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value's maximum over the ranks of the default group (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.cpu().tolist()
+
+
+def measure_eval_batch(probe: Stepper, cond: torch.Tensor, keys: Sequence[Sequence[int]],
+                       candidates: Sequence[int], *, device: torch.device | str = "cpu", repeats: int = 2,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[int, float]:
+    """Seconds per member of one network evaluation at each candidate batch b: ``probe`` (one
+    evaluation per call) on the first b members of ``cond`` (B >= max(candidates), n_lw, tpp,
+    C_cond) and ``keys``, once to warm up, then the least of ``repeats`` timed calls, divided by b.
+    Under torch.distributed every rank takes part and gets the maximum over the ranks (a
+    collective: the probe may be one too)."""
+    device = torch.device(device)
+    per_member = []
+    for b in candidates:
+        best = float("inf")
+        for r in range(1 + repeats):
+            _synchronize(device)
+            t0 = clock()
+            probe(cond[:b], list(keys[:b]))
+            _synchronize(device)
+            if r:  # the first call warms up (allocations, caches)
+                best = min(best, clock() - t0)
+        per_member.append(best / b)
+    return dict(zip(candidates, _max_over_ranks(per_member, device)))
+
+
+def choose_eval_batch(per_member: dict[int, float]) -> int:
+    """The batch with the lowest time per member (the smaller one on a tie)."""
+    return min(per_member, key=lambda b: (per_member[b], b))
+
+
+def _eval_batch(fc: Forecaster, fcfg: ForecastConfig, stepper: Stepper, unit_size: int, init: np.datetime64,
+                forcing: ForcingSource, members: list[int]) -> int:
+    """Members per network evaluation: forecast.eval_batch, else measured (cached per process)."""
+    if fcfg.eval_batch > 0:
+        log.info("forecast: %d members per network evaluation (forecast.eval_batch)", fcfg.eval_batch)
+        return int(fcfg.eval_batch)
+    if unit_size <= 1:
+        return 1
+    probe = getattr(stepper, "probe", None)
+    if probe is None:
+        log.info("forecast: %d members per network evaluation (the whole unit; this stepper has no probe "
+                 "to measure with)", unit_size)
+        return unit_size
+    candidates = eval_batch_candidates(unit_size)
+    x = initial_state(fc.ds, init).to(fc.device)
+    f = forcing(init).to(fc.device)
+    cond = torch.cat([fc.ds.normalize_state(x), f], dim=-1).expand(unit_size, *x.shape[1:-1], -1)
+    keys = member_keys(fcfg.seed, init_hours(init), members[:unit_size], 0)
+    rank, world = _dist()
+    key = (type(stepper).__name__, repr(fc.cfg.model), repr(replace(fc.dcfg, steps=1)), tuple(cond.shape),
+           str(cond.dtype), str(fc.device), rank, world, tuple(candidates))
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_eval_batch(probe(), cond, keys, candidates, device=fc.device)
+    times = _MEASURED[key]
+    best = choose_eval_batch(times)
+    log.info("forecast: %d members per network evaluation, measured (s per member and evaluation: %s)",
+             best, ", ".join(f"{b}: {t:.4g}" for b, t in times.items()))
+    return best
+
+
+class _Writer:
+    """Runs a rollout's region writes in order in one background thread (``depth`` pending at
+    most), so that they overlap the next evaluations; `drain` waits for them and re-raises
+    the first failure."""
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="forecast-write")
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._pending.append(self._pool.submit(fn))
+        while self._pending and (self._pending[0].done() or len(self._pending) > self.depth):
+            self._pending.popleft().result()
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 # ---- the whole forecast --------------------------------------------------------------------------
@@ -325,7 +465,8 @@ class RankRole:
     replica / replicas: this rank's data-parallel replica and their number (units are dealt
     round-robin to replicas); writer: this rank writes its replica's regions and progress;
     gather(x): this rank's tokens (B, n_lw, tpp, C) -> the whole model-grid field (B, C, H, W)
-    on the writer (None elsewhere; may be collective); barrier(): all ranks.
+    on the writer (None elsewhere; may be collective); barrier(): all ranks. local_gather:
+    gather is local to this rank (no collective), so it may run in the writer's thread.
     """
 
     replica: int = 0
@@ -334,12 +475,14 @@ class RankRole:
     gather: Callable[[torch.Tensor], np.ndarray | None] | None = None
     barrier: Callable[[], None] = _barrier
     is_root: bool = True  # creates the store (global rank 0)
+    local_gather: bool = False
 
 
 def default_role(ds: ForecastDataset) -> RankRole:
     """One process, or plain data parallelism: every rank is one replica holding whole fields."""
     rank, world = _dist()
-    return RankRole(rank, world, True, lambda x: ds.to_field(x.detach().cpu().numpy()), _barrier, rank == 0)
+    return RankRole(rank, world, True, lambda x: ds.to_field(x.detach().cpu().numpy()), _barrier, rank == 0,
+                    local_gather=True)
 
 
 def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | None = None,
@@ -353,8 +496,9 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
     Resumes a killed run of the same request; refuses a different one unless fcfg.overwrite.
     Under torch.distributed (without `role`), each rank is a data-parallel replica and units
     are dealt round-robin to the ranks; `aeris.forecast.parallel` passes the SWiPe role.
-    `callback(event)` is called after each written region with {"init", "members", "step"}
-    (tests use it to stop a run).
+    `callback(event)` is called after each region is handed to the writer with {"init",
+    "members", "step", "replica"} (tests use it to stop a run; the regions handed over are
+    written before run_forecast returns or raises).
     """
     ds = fc.ds
     role = role or default_role(ds)
@@ -380,58 +524,73 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
     forcing = ForcingSource(ds, fcfg.forcing_fallback)
     stepper = stepper or fc.stepper()
     lead_offset = 0 if fcfg.include_initial else 1
-
-    def write(i, m0, lead_index, x, n):
-        field = role.gather(x)  # collective under SWiPe: every rank calls it
-        if role.writer:
-            field = pad_row(field, ds.cfg.drop_lat_row, mode=fcfg.pad_mode)
-            store.write(i, m0, lead_index, np.broadcast_to(field, (n, *field.shape[1:])))
-
     every = [(i, b) for i in range(len(inits)) for b in range(len(batches))]
     units = every[role.replica::role.replicas]
+    # every rank reads the same progress records, so all agree on whether anything is left
+    todo = any(store.completed_step(f"i{i:05d}_b{b:04d}") < fcfg.steps for i, b in every)
+    eval_batch = _eval_batch(fc, fcfg, stepper, chunk, inits[0], forcing, members) if todo else 0
+    writer = _Writer()
+
+    def write(i, m0, lead_index, x, n, unit, step):
+        """Region (init i, members m0.., lead) <- tokens x, then the progress record of `unit`."""
+        def put(field):
+            if field is None:
+                return
+            field = pad_row(field, ds.cfg.drop_lat_row, mode=fcfg.pad_mode)
+            store.write(i, m0, lead_index, np.broadcast_to(field, (n, *field.shape[1:])))
+            store.mark(unit, step)
+
+        if role.local_gather:
+            writer.submit(lambda: put(role.gather(x)))
+        else:
+            field = role.gather(x)  # collective under SWiPe: every rank calls it, in order
+            if role.writer:
+                writer.submit(lambda: put(field))
+
     total = sum(len(batches[b]) for _, b in units) * fcfg.steps
     tag = f" replica {role.replica}" if role.replicas > 1 else ""
     bar = tqdm(total=total, desc=f"forecast{tag}", unit="member-step",
                disable=not fcfg.progress or not role.writer, dynamic_ncols=True)
-    with StopRequest() as stop:
-        # rounds of one unit per replica: every rank takes part in every round's stop check
-        for r in range(-(-len(every) // role.replicas)):
-            why = agreed(stop.reason()) if r else None
-            if why:
-                bar.close()
-                role.barrier()
-                raise ForecastStopped(f"stopped by {why} after {r} of {len(units)} units of this replica; "
-                                      f"run the same command to continue")
-            if r >= len(units):
-                continue
-            i, b = units[r]
-            mem = batches[b]
-            m0 = b * chunk
-            unit = f"i{i:05d}_b{b:04d}"
-            done = store.completed_step(unit)
-            if done >= fcfg.steps:
-                bar.update(len(mem) * fcfg.steps)
-                continue
-            x0 = None
-            if done < 0 or (done == 0 and not fcfg.include_initial):
-                start = 0
-                if fcfg.include_initial:
-                    x0 = initial_state(ds, inits[i])
-                    write(i, m0, 0, x0, len(mem))
-                    if role.writer:
-                        store.mark(unit, 0)
-            else:
-                start = done
-                x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
-                bar.update(len(mem) * start)
-            for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
-                                      x0=x0, start_step=start, device=fc.device):
-                write(i, m0, k - lead_offset, x, len(mem))
-                if role.writer:
-                    store.mark(unit, k)
-                bar.update(len(mem))
-                if callback is not None:
-                    callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
+    try:
+        with StopRequest() as stop:
+            # rounds of one unit per replica: every rank takes part in every round's stop check
+            for r in range(-(-len(every) // role.replicas)):
+                why = agreed(stop.reason()) if r else None
+                if why:
+                    writer.drain()
+                    bar.close()
+                    role.barrier()
+                    raise ForecastStopped(f"stopped by {why} after {r} of {len(units)} units of this replica; "
+                                          f"run the same command to continue")
+                if r >= len(units):
+                    continue
+                i, b = units[r]
+                mem = batches[b]
+                m0 = b * chunk
+                unit = f"i{i:05d}_b{b:04d}"
+                done = store.completed_step(unit)
+                if done >= fcfg.steps:
+                    bar.update(len(mem) * fcfg.steps)
+                    continue
+                x0 = None
+                if done < 0 or (done == 0 and not fcfg.include_initial):
+                    start = 0
+                    if fcfg.include_initial:
+                        x0 = initial_state(ds, inits[i])
+                        write(i, m0, 0, x0, len(mem), unit, 0)
+                else:
+                    start = done
+                    writer.drain()  # no read while the writer thread is inside the store
+                    x0 = from_output_field(ds, store.read(i, m0, len(mem), done - lead_offset))
+                    bar.update(len(mem) * start)
+                for k, x in rollout_batch(stepper, ds, forcing, inits[i], mem, fcfg.steps, fcfg.seed,
+                                          x0=x0, start_step=start, device=fc.device, eval_batch=eval_batch):
+                    write(i, m0, k - lead_offset, x, len(mem), unit, k)
+                    bar.update(len(mem))
+                    if callback is not None:
+                        callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
+    finally:
+        writer.close()  # every region handed over is written, also when a step raised
     bar.close()
     role.barrier()
     return out

@@ -59,6 +59,8 @@ class TrainConfig:
     tensorboard: bool = doc(False, "also log metrics to TensorBoard (if installed)")
     wandb: bool = doc(False, "also log metrics to Weights & Biases (if installed)")
     progress: bool = doc(True, "show a progress bar")
+    threads: int = doc(0, "torch threads per rank; 0 = from the launcher (OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, "
+                          "PBS NCPUS, else this process's cores / local ranks; docs/environment.md)")
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -75,7 +77,8 @@ class TrainConfig:
         parse_fault(self.fault)
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
-        for k in ("log_every", "val_every", "ens_val_every", "ckpt_every", "keep_checkpoints", "val_samples"):
+        for k in ("log_every", "val_every", "ens_val_every", "ckpt_every", "keep_checkpoints", "val_samples",
+                  "threads"):
             if getattr(self, k) < 0:
                 raise ValueError(f"train.{k} must be >= 0, got {getattr(self, k)}")
         if self.lr <= 0:

@@ -264,7 +264,8 @@ def test_evaluate_scores_the_output(ckpt, full_run):
 def test_cli_forecast(ckpt, tmp_path, capsys):
     from aeris.cli import main
     out = tmp_path / "cli.zarr"
-    args = ["forecast", "--checkpoint", str(ckpt[2]), "--out", str(out), "--init", INITS[0],
+    # forecast.threads=1: the CLI sets this (test) process's threads; keep the module's one thread
+    args = ["forecast", "forecast.threads=1", "--checkpoint", str(ckpt[2]), "--out", str(out), "--init", INITS[0],
             "--steps", "2", "--members", "2", "--seed", "3", "--sampler-steps", "1", "--no-progress"]
     assert main(args) == 0
     data = _load(out)
