@@ -42,7 +42,7 @@ from aeris.distributed.stage import MeshStage, assign_slice
 from aeris.model.init import materialise
 from aeris.model.network import AerisNet
 from aeris.train.engine import MicroBatch
-from aeris.train.optim import param_groups
+from aeris.train.optim import adamw, param_groups
 from swipe.comm import KINDS, CommCounter, all_reduce_sum
 from swipe.mesh import SwipeMesh
 
@@ -150,7 +150,7 @@ class SwipeEngine:
         groups = [{k: v for k, v in g.items() if k != "names"}
                   for g in param_groups(self.model, weight_decay, set(self.model.decay_parameter_names()))]
         groups = [g for g in groups if g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+        self.optimizer = adamw(groups, lr=lr, betas=betas, eps=eps)
         return self.optimizer
 
     # ---- the stage's computation ----------------------------------------------------------------

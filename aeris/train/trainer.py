@@ -51,7 +51,7 @@ from aeris.train.schedule import lr_at
 from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, partial_sums,
                                standardised_fields, validation_picks)
 from aeris.train.swipe_engine import SwipeEngine
-from swipe.launch import device_request, init_distributed, local_world_size, pick_device, shutdown
+from swipe.launch import configure_threads, device_request, init_distributed, pick_device, shutdown
 from swipe.comm import root_then_all
 from swipe.mesh import MeshError, SwipeMesh
 
@@ -465,6 +465,7 @@ def run_training(cfg: Config, *, resume: bool = True, device: str = "auto",
     """
     distributed = cfg.swipe.world_size > 1
     want = device_request(device, distributed)
+    configure_threads(cfg.train.threads)  # threads per rank: the config's, else the launcher's
     info = init_distributed(cfg.swipe.backend, want) if distributed else None
     try:
         if info is None:
@@ -473,8 +474,6 @@ def run_training(cfg: Config, *, resume: bool = True, device: str = "auto",
             if info.world_size != cfg.swipe.world_size:
                 raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
                                 f"{cfg.swipe.world_size}: start as many ranks as the mesh has")
-            # the node's cores are shared by its ranks
-            torch.set_num_threads(max(1, torch.get_num_threads() // local_world_size()))
             dev = info.device
         trainer = Trainer(cfg, resume=resume, device=dev)
         last = trainer.run()
