@@ -252,7 +252,7 @@ def _exchange(x: torch.Tensor, route: Route, rank: int, group, counter: CommCoun
         if m.dst == rank:  # my own tokens: copied below, while the messages travel
             local.append(m)
             continue
-        buf = flat[:, _slots(m.src_slots, x.device)]   # a gather: already a contiguous copy
+        buf = flat[:, _slots(m.src_slots, x.device)].contiguous()  # a gather (copy) to send
         ops.append(dist.P2POp(dist.isend, buf, group=group, group_peer=m.dst))
         sent += nbytes(buf)
     n_msg = len(ops)
