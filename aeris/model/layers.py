@@ -33,13 +33,15 @@ def context_constant(ctx, key: Hashable, build: Callable[[], _T]) -> _T:
     A context's ``token_ids`` and ``piece_coords`` never change (swipe.context), so a table
     derived from them is a constant of the context; ``key`` names the table and everything
     else it depends on (sizes, device, dtype). Keyed by the context object itself: a context
-    whose coordinates differ (another rank, a subclass) never shares an entry.
+    whose coordinates differ (another rank, a subclass) never shares an entry. Built outside
+    inference mode, so a table first made by an inference pass can be saved for backward later.
     """
     per = _PER_CONTEXT.get(ctx)
     if per is None:
         per = _PER_CONTEXT.setdefault(ctx, {})
     if key not in per:
-        per[key] = build()
+        with torch.inference_mode(False):
+            per[key] = build()
     return per[key]
 
 

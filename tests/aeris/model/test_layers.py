@@ -64,6 +64,11 @@ def test_context_constant_is_built_once_per_context_and_key():
     assert context_constant(a, ("t", 2), lambda: build("a2")) is not first
     assert context_constant(b, ("t", 1), lambda: build("b1")) is not first
     assert calls == ["a1", "a2", "b1"]
+    with torch.inference_mode():  # a table first built by an inference pass is a normal tensor
+        table = context_constant(a, ("t", 3), lambda: torch.ones(2))
+    assert not table.is_inference()
+    x = torch.ones(2, requires_grad=True)
+    (x * table).sum().backward()  # may be saved for backward
 
 
 def test_swiglu_matches_formula():
