@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 
 from swipe.comm import CommCounter, shift_exchange, ulysses_qkv_to_heads, ulysses_to_tokens
-from swipe.context import WindowContext, window_attention
+from swipe.context import WindowContext
 from swipe.layout import Route, WindowLayout
 from swipe.mesh import MeshError, SwipeMesh
 
@@ -58,11 +58,8 @@ class SwipeContext(WindowContext):
         # the attention needs every token of its heads at once: nothing to overlap the
         # all-to-alls with (docs/layout.md, "Communication primitives")
         q, k, v = ulysses_qkv_to_heads(qkv, g, ctr).unbind(dim=3)
-        if mask_poles:
-            out = window_attention(q, k, v, *self.compact_pole_mask(frame, qkv.device))
-        else:
-            out = window_attention(q, k, v)
-        return ulysses_to_tokens(out, g, ctr)
+        # whole windows now: the local attention of this window rank (its pole split if asked)
+        return ulysses_to_tokens(self.local_attention(q, k, v, frame, mask_poles), g, ctr)
 
     def change_frame(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         """x: (B, n_lw, tpp, C) in frame ``src`` -> the same shape in frame ``dst``."""
