@@ -21,7 +21,7 @@ per-rank compute rate R (FLOP/s of the step's matmul work, calibrated on a measu
 `calibrated_rate`), link bandwidths inside / across nodes and a per-message latency:
 
     t_s = F_s / R                      F_s: one rank's FLOPs per micro-batch on stage s (`stage_flops`)
-    compute = max((m + pp - 1) max_s t_s, ranks x m x mean_s t_s / cores)   (cores: a shared CPU host)
+    compute = max((m + pp - 1) max_s t_s, ranks x m x mean_s t_s / (nodes x cores))   (CPU nodes)
     comm    = sum over kinds of bytes / bandwidth(link of the kind's group) + messages x latency
     step    = compute + comm;   bubble = (pp - 1) max_s t_s;   EFLOP/s = model FLOPs per step / step
 
@@ -218,8 +218,8 @@ class Machine:
     """A machine as the projection sees it, per rank: ``rate`` sustained FLOP/s of the step's
     matmul work (`calibrated_rate`), bytes/s a rank sends to a rank on its node (``bw_intra``)
     and on another node (``bw_inter``), ``latency`` s per message, ``ranks_per_node`` (ranks
-    placed block-wise, as the job scripts do); ``cores``: the ranks share this many compute
-    units (a CPU host; None: a device each); ``peak``: a device's peak FLOP/s (for MFU);
+    placed block-wise, as the job scripts do); ``cores``: the ranks of a node share this many
+    compute units (CPU nodes; None: a device per rank); ``peak``: a device's peak FLOP/s (MFU);
     ``overlap``: the fraction of all-to-all and p2p time hidden behind compute."""
 
     rate: float
@@ -248,13 +248,14 @@ def links(mesh: tuple[int, ...], ranks_per_node: int) -> dict[str, str]:
     return out
 
 
-def _compute_work(row: dict, cores: int | None) -> float:
+def _compute_work(row: dict, cores: int | None, ranks_per_node: int) -> float:
     """FLOPs whose time is the step's compute phase at rate 1 (see module doc)."""
     F, m, pp = row["stage_flops_per_micro"], row["n_micro"], row["mesh"]["pp"]
     critical = (m + pp - 1) * max(F)
-    if cores is None or row["world"] <= cores:
+    if cores is None or min(row["world"], ranks_per_node) <= cores:
         return critical
-    return max(critical, row["world"] / pp * m * sum(F) / cores)  # ranks of each stage x their work
+    nodes = math.ceil(row["world"] / ranks_per_node)
+    return max(critical, row["world"] / pp * m * sum(F) / (nodes * cores))  # every rank's work, shared
 
 
 def _comm_seconds(row: dict, mc: Machine) -> dict[str, float]:
@@ -274,7 +275,7 @@ def project(row: dict, mc: Machine) -> dict:
     (exact count and the paper's formula) and in total (EFLOP/s), MFU against ``mc.peak``."""
     F, m, pp = row["stage_flops_per_micro"], row["n_micro"], row["mesh"]["pp"]
     t_s = max(F) / mc.rate
-    phase = _compute_work(row, mc.cores) / mc.rate
+    phase = _compute_work(row, mc.cores, mc.ranks_per_node) / mc.rate
     comm = _comm_seconds(row, mc)
     step = phase + _exposed(comm, mc.overlap)
     world = row["world"]
@@ -297,7 +298,14 @@ def calibrated_rate(row: dict, seconds: float, mc: Machine) -> float:
     if seconds <= comm:
         raise ValueError(f"a step of {seconds:.3g} s is not longer than its modelled communication "
                          f"({comm:.3g} s): the link figures do not fit this run")
-    return _compute_work(row, mc.cores) / (seconds - comm)
+    return _compute_work(row, mc.cores, mc.ranks_per_node) / (seconds - comm)
+
+
+def rate_for_throughput(row: dict, paper_flops_per_rank: float, mc: Machine) -> float:
+    """The rate R at which `project` gives ``paper_flops_per_rank`` FLOP/s per rank (paper
+    formula) for ``row`` on ``mc``: what a measured throughput implies for the step's matmuls."""
+    step = row["paper_flops_per_step"] / row["world"] / paper_flops_per_rank
+    return calibrated_rate(row, step, mc)
 
 
 def scaling_efficiency(per_rank_rate: list[float]) -> list[float]:
@@ -343,7 +351,9 @@ def machine_from_args(a, sweep: dict | None) -> Machine:
     calibration's: its calibrated rate over its probe's GEMM rate); link figures given, else the
     calibration's."""
     cal = (sweep or {}).get("calibration", {})
-    if a.rate:
+    if a.match_paper_tflops:
+        rate = 1.0  # solved by the caller for its first case (rate_for_throughput)
+    elif a.rate:
         rate = a.rate
     elif a.peak and (a.mfu or (cal.get("peak") and cal.get("rate_flops"))):
         rate = a.peak * (a.mfu or cal["rate_flops"] / cal["peak"])
@@ -393,6 +403,8 @@ def main(argv=None) -> int:
     g.add_argument("--rate", type=float, help="sustained FLOP/s of one device on the step's matmuls")
     g.add_argument("--peak", type=float, help="a device's peak FLOP/s (with --mfu or --calibration: the rate)")
     g.add_argument("--mfu", type=float, help="fraction of --peak sustained")
+    g.add_argument("--match-paper-tflops", type=float, help="instead of a rate: the rate at which the first case "
+                                                            "reaches this paper-formula TFLOP/s per device")
     g.add_argument("--calibration", help="a benchmarks/scaling.py JSON: alone, predict its runs from its "
                                          "smallest; with --project, its MFU and link figures")
     g.add_argument("--bw-intra", type=float, help="bytes/s a rank sends to a rank of its node")
@@ -439,6 +451,8 @@ def main(argv=None) -> int:
         print(f"warning: {w}")
     if a.project:
         mc = machine_from_args(a, json.loads(Path(a.calibration).read_text()) if a.calibration else None)
+        if a.match_paper_tflops:
+            mc = replace(mc, rate=rate_for_throughput(rows[0], a.match_paper_tflops * 1e12, mc))
         print(f"machine: {mc.rate / 1e12:.1f} TFLOP/s sustained per device, links {mc.bw_intra / 1e9:.1f} / "
               f"{mc.bw_inter / 1e9:.1f} GB/s (node / network), {mc.latency * 1e6:.1f} us per message, "
               f"{mc.ranks_per_node} ranks per node")

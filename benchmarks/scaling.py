@@ -2,10 +2,13 @@
 
     python benchmarks/scaling.py --config tiny --weak dp --max-ranks 4     # dp 1, 2, 4 (batch per replica fixed)
     python benchmarks/scaling.py --config tiny --strong sp --max-ranks 4   # sp 1, 2, 4 (one global batch)
+    python benchmarks/scaling.py --config tiny --weak dp --strong sp --strong wywx --max-ranks 8   # three sweeps
     python benchmarks/scaling.py --config tiny --mesh 1,1,1,1,1 --mesh 1,2,1,1,2 train.grad_accum=4
-    python benchmarks/scaling.py ... --launcher mpiexec --launcher-args "--ppn 12 --depth 8 --cpu-bind depth"
+    python benchmarks/scaling.py ... --launcher mpiexec --launcher-args "--ppn 12 --depth 8 --cpu-bind depth" \
+        --ranks-per-node 12                                                  # in a cluster allocation
 
-Each mesh runs `aeris train` under the launcher (torchrun, mpiexec or srun; the backend follows
+Each ``--weak AXIS`` / ``--strong AXIS`` (repeatable) and the ``--mesh`` list is a sweep; a run
+that several sweeps share (the one-rank run) runs once. Each run `aeris train` under the launcher (torchrun, mpiexec or srun; the backend follows
 the device: gloo on CPU, nccl / xccl on a cluster) for ``--warmup`` + ``--steps`` steps with a
 metrics line per step, and its ``metrics.jsonl`` is the measurement (one measurement path: the
 trainer's): step ``seconds`` (the ``--stat`` of the measured steps, min by default: on a shared
@@ -23,15 +26,16 @@ kept; a window axis: micro_batch grows with it, so every rank keeps its token co
 over more ranks). Efficiency against the smallest run = its per-rank throughput over the
 smallest's (benchmarks/layout_planner.py, `scaling_efficiency`).
 
-A link probe (`--probe`, two ranks under the same launcher; 2 x ranks-per-node with --nodes)
-measures the p2p latency and bandwidth and one rank's fp32 GEMM rate. The planner's projection
+A link probe (two ranks under the same launcher; when the runs span nodes also 2 x
+``--ranks-per-node`` ranks, rank 0 against the first rank of the next node) measures the p2p
+latency and bandwidth inside and across nodes, and one rank's fp32 GEMM rate. The planner's projection
 is calibrated on the smallest run (its compute rate) and the probe's links, then predicts
 every run's step time (``projected_s``, ``projection_error``).
 
-Writes ``results/<name>.json``, ``results/<name>.md`` (the table) and plots
-``results/<name>_efficiency.png`` (efficiency against ranks) and ``results/<name>_breakdown.png``
-(measured time by part per mesh, or the projected compute / bubble / communication split
-where the trainer writes no breakdown).
+Writes ``results/<name>.json``, ``results/<name>.md`` (the runs and the sweeps' efficiencies)
+and plots ``results/<name>_efficiency.png`` (efficiency against ranks, measured and projected,
+per sweep) and ``results/<name>_breakdown.png`` (per run: the measured step split by the
+trainer's breakdown keys, and the projected compute / bubble / time-sharing / communication).
 """
 
 from __future__ import annotations
@@ -251,9 +255,30 @@ def sweeps_of(args, cfg) -> list[dict]:
             for m in args.mesh]})
     for kind, axes in (("weak", args.weak), ("strong", args.strong)):
         for axis in axes:
-            out.append({"kind": kind, "axis": axis,
-                        "runs": preset(kind, axis, args.max_ranks, cfg.train.micro_batch, cfg.train.grad_accum)})
+            runs = preset(kind, axis, args.max_ranks, cfg.train.micro_batch, cfg.train.grad_accum)
+            fit = [r for r in runs if cfg.model.heads % r["mesh"][4] == 0 and r["mesh"][1] <= cfg.model.depth]
+            for r in (r for r in runs if r not in fit):
+                print(f"{kind} {axis}: mesh {r['mesh']} skipped (heads {cfg.model.heads}, depth {cfg.model.depth})")
+            out.append({"kind": kind, "axis": axis, "runs": fit})
     return out
+
+
+def wait_for_quiet(load: float, at_most: float) -> None:
+    """On a shared machine: wait (at most ``at_most`` s) until the 1-minute load average is
+    below ``load`` (0: do not wait); the load at each run's end is recorded either way."""
+    t0 = time.monotonic()
+    while load > 0 and os.getloadavg()[0] >= load and time.monotonic() - t0 < at_most:
+        time.sleep(5)
+
+
+def compute_device(device: str) -> str:
+    """The device type the ranks compute on (`aeris train --device`; auto: as swipe.launch picks)."""
+    import torch
+    if device not in ("auto", ""):
+        return torch.device(device).type
+    if torch.cuda.is_available():
+        return "cuda"
+    return "xpu" if hasattr(torch, "xpu") and torch.xpu.is_available() else "cpu"
 
 
 def _key(run: dict) -> tuple:
@@ -261,36 +286,56 @@ def _key(run: dict) -> tuple:
 
 
 def sweep(args) -> dict:
-    """Run every distinct run of the asked sweeps once (smallest first), read, check, project."""
+    """Run every distinct run of the asked sweeps once (smallest first), probe the links, then
+    `analyse`."""
+    import torch
+
+    from aeris.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    sweeps = sweeps_of(args, cfg)
+    distinct = sorted({_key(r): r for sw in sweeps for r in sw["runs"]}.values(),
+                      key=lambda r: (_world(r["mesh"]), _key(r)))
+    work = Path(args.work or tempfile.mkdtemp(prefix="aeris_scaling_"))
+    host = {"hostname": socket.gethostname(), "cores": len(os.sched_getaffinity(0)),
+            "threads_per_rank": args.threads_per_rank, "torch": torch.__version__,
+            "launcher": args.launcher, "launcher_args": args.launcher_args,
+            "compute": compute_device(args.device), "loadavg_start": list(os.getloadavg())}
+    out: dict = {"config": args.config, "overrides": args.overrides, "stat": args.stat, "warmup": args.warmup,
+                 "steps": args.steps, "host": host, "runs": [],
+                 "sweep_specs": [{"kind": s_["kind"], "axis": s_["axis"], "runs": [_key(r) for r in s_["runs"]]}
+                                 for s_ in sweeps]}
+    for i, run in enumerate(distinct):
+        wait_for_quiet(args.quiet_load, args.quiet_wait)
+        records, wall, cmd = launch_train(run, args, work / f"run{i}")
+        out["runs"].append({"mesh": dict(zip(DIMS, run["mesh"])), "world": _world(run["mesh"]),
+                            "micro_batch": run["micro_batch"], "grad_accum": run["grad_accum"], "command": cmd,
+                            "wall_s": wall, "loadavg": list(os.getloadavg()), "records": records})
+        s_ = summarise(records, args.warmup, args.stat)
+        print(f"mesh {tuple(run['mesh'])} B {run['micro_batch']} m {run['grad_accum']}: {s_['seconds']:.3f} s/step "
+              f"({args.stat} of {args.steps}), {s_['samples_per_s']:.2f} samples/s, load {os.getloadavg()[0]:.1f}",
+              flush=True)
+    host["loadavg_end"] = list(os.getloadavg())
+    host["ranks_per_node"] = args.ranks_per_node or max(r["world"] for r in out["runs"])
+    if args.probe and max(r["world"] for r in out["runs"]) > 1:
+        out["probe"] = probe(args, 2, 1, work)
+        if max(r["world"] for r in out["runs"]) > host["ranks_per_node"]:
+            rpn = host["ranks_per_node"]
+            out["probe_inter"] = probe(args, 2 * rpn, rpn, work)
+    return analyse(out)
+
+
+def analyse(out: dict) -> dict:
+    """Everything derived from a sweep's records (in place; `--from` recomputes it from a
+    written JSON): the runs' summaries, bytes against the analytic model, the projection
+    calibrated on the smallest run, each sweep's efficiencies."""
     import torch
 
     from aeris.config import load_config
     from aeris.model.network import AerisNet
     from aeris.train.trainer import DataSpec
 
-    cfg = load_config(args.config, args.overrides)
-    sweeps = sweeps_of(args, cfg)
-    distinct = sorted({_key(r): r for sw in sweeps for r in sw["runs"]}.values(), key=lambda r: (_world(r["mesh"]),
-                                                                                                _key(r)))
-    work = Path(args.work or tempfile.mkdtemp(prefix="aeris_scaling_"))
-    host = {"hostname": socket.gethostname(), "cores": len(os.sched_getaffinity(0)),
-            "threads_per_rank": args.threads_per_rank, "torch": torch.__version__,
-            "launcher": args.launcher, "launcher_args": args.launcher_args,
-            "loadavg_start": list(os.getloadavg())}
-    out: dict = {"config": args.config, "overrides": args.overrides, "stat": args.stat, "warmup": args.warmup,
-                 "steps": args.steps, "host": host, "runs": [], "sweeps": []}
-    for i, run in enumerate(distinct):
-        records, wall, cmd = launch_train(run, args, work / f"run{i}")
-        r = {"mesh": dict(zip(DIMS, run["mesh"])), "world": _world(run["mesh"]), "micro_batch": run["micro_batch"],
-             "grad_accum": run["grad_accum"], "command": cmd, "wall_s": wall, "loadavg": list(os.getloadavg()),
-             **summarise(records, args.warmup, args.stat)}
-        out["runs"].append(r)
-        print(f"mesh {tuple(run['mesh'])} B {run['micro_batch']} m {run['grad_accum']}: {r['seconds']:.3f} s/step "
-              f"({args.stat} of {args.steps}), {r['samples_per_s']:.2f} samples/s, load {r['loadavg'][0]:.1f}",
-              flush=True)
-    host["loadavg_end"] = list(os.getloadavg())
-    if args.probe and max(r["world"] for r in out["runs"]) > 1:
-        out["probe"] = probe(args, 2, 1, work)
+    cfg = load_config(out["config"], out["overrides"])
     spec = DataSpec.read(cfg.data)
     with torch.device("meta"):
         net = AerisNet.for_data(cfg.model, len(spec.channels), spec.n_forcing, spec.grid)
@@ -298,6 +343,7 @@ def sweep(args) -> dict:
     out["data"] = {"grid": list(spec.grid), "n_prog": len(spec.channels), "n_forcing": spec.n_forcing,
                    "value_bytes": value_bytes}
     for r in out["runs"]:
+        r.update(summarise(r["records"], out["warmup"], out["stat"]))
         mesh = tuple(r["mesh"].values())
         r["bytes_analytic"] = (analytic_bytes(net, mesh, r["micro_batch"], r["grad_accum"], value_bytes)
                                if r["world"] > 1 else None)
@@ -305,10 +351,11 @@ def sweep(args) -> dict:
                             all(r["bytes"][k]["rank0"] == r["bytes_analytic"][k]["rank0"]
                                 and r["bytes"][k]["all"] == r["bytes_analytic"][k]["all"] for k in r["bytes"]))
     project_runs(out)
-    index = {_key({"mesh": tuple(r["mesh"].values()), **r}): i for i, r in enumerate(out["runs"])}
-    for sw in sweeps:
-        ids = sorted((index[_key(r)] for r in sw["runs"]), key=lambda i: out["runs"][i]["world"])
-        out["sweeps"].append(efficiencies(sw["kind"], sw["axis"], ids, out["runs"]))
+    index = {(tuple(r["mesh"].values()), r["micro_batch"], r["grad_accum"]): i for i, r in enumerate(out["runs"])}
+    out["sweeps"] = []
+    for s_ in out["sweep_specs"]:
+        ids = sorted((index[(tuple(k[0]), k[1], k[2])] for k in s_["runs"]), key=lambda i: out["runs"][i]["world"])
+        out["sweeps"].append(efficiencies(s_["kind"], s_["axis"], ids, out["runs"]))
     out["keys_consumed"] = sorted({k for r in out["runs"] for k in r["keys_consumed"]})
     out["breakdown_absent"] = [p for p in BREAKDOWN if all(r["breakdown_s"][p] is None for r in out["runs"])]
     return out
@@ -347,14 +394,18 @@ def sweep_rows(sw: dict) -> list[dict]:
 
 def host_machine(sw: dict):
     """This host as the planner's Machine, rate still to calibrate: the probe's links (none
-    without a probe), one node, the cores shared by ranks of ``threads_per_rank`` threads."""
+    without a probe), ``ranks_per_node``, and on a CPU the node's cores shared by its ranks of
+    ``threads_per_rank`` threads each (an accelerator: a device per rank)."""
     import layout_planner as lp
 
     pr, host = sw.get("probe"), sw["host"]
+    inter = sw.get("probe_inter", pr)
     return lp.Machine(rate=1.0, bw_intra=pr["bandwidth_Bps"] if pr else float("inf"),
-                      bw_inter=pr["bandwidth_Bps"] if pr else float("inf"), latency=pr["latency_s"] if pr else 0.0,
-                      ranks_per_node=max(r["world"] for r in sw["runs"]),
-                      cores=max(1, host["cores"] // host["threads_per_rank"]), peak=pr["gemm_flops"] if pr else None)
+                      bw_inter=inter["bandwidth_Bps"] if pr else float("inf"),
+                      latency=pr["latency_s"] if pr else 0.0, ranks_per_node=host["ranks_per_node"],
+                      # ranks of one node share its cores (on a cluster each rank has its device)
+                      cores=max(1, host["cores"] // host["threads_per_rank"]) if host["compute"] == "cpu" else None,
+                      peak=pr["gemm_flops"] if pr else None)
 
 
 def project_runs(sw: dict) -> None:
@@ -478,6 +529,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strong", action="append", default=[], choices=AXES,
                    help="a sweep growing this axis, one global batch (repeatable)")
     p.add_argument("--max-ranks", type=int, default=4)
+    p.add_argument("--ranks-per-node", type=int, default=0, help="ranks the launcher places on a node "
+                                                                   "(default: every run on one node)")
     p.add_argument("--launcher", default="torchrun", choices=("torchrun", "mpiexec", "srun"))
     p.add_argument("--launcher-args", default="", help="more launcher options, e.g. '--ppn 12 --cpu-bind depth'")
     p.add_argument("--device", default="auto", help="`aeris train --device`")
@@ -491,11 +544,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--name", default="scaling", help="file stem of the outputs")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per launch")
+    p.add_argument("--quiet-load", type=float, default=0.0,
+                   help="before each run wait until the 1-min load average is below this (0: do not wait)")
+    p.add_argument("--quiet-wait", type=float, default=600, help="longest wait for --quiet-load, seconds")
+    p.add_argument("--from", dest="from_json", help="no runs: recompute the analysis, table and plots of "
+                                                   "a written sweep JSON (e.g. after a change of the planner)")
     p.add_argument("--probe-worker", help=argparse.SUPPRESS)
     p.add_argument("--probe-peer", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="`aeris train` overrides of every run")
     a = p.parse_args(argv)
-    if not a.probe_worker and not (a.mesh or a.weak or a.strong):
+    if not a.probe_worker and not a.from_json and not (a.mesh or a.weak or a.strong):
         p.error("give --mesh (repeatable), --weak AXIS or --strong AXIS")
     return a
 
@@ -505,7 +563,7 @@ def main(argv=None) -> int:
     if a.probe_worker:
         probe_worker(a.probe_worker, a.probe_peer)
         return 0
-    sw = sweep(a)
+    sw = analyse(json.loads(Path(a.from_json).read_text())) if a.from_json else sweep(a)
     for f in write(sw, Path(a.out_dir), a.name, a.plots):
         print(f"wrote {f}")
     print(markdown(sw))
