@@ -3,7 +3,8 @@
 Each area owns one module here with ``add_parser(subparsers)`` that registers its
 sub-command(s) and sets ``func`` (a callable taking the parsed namespace):
 ``aeris data ...`` (data.py), ``aeris train`` (train.py), ``aeris forecast`` (forecast.py),
-``aeris evaluate`` (evaluate.py), ``aeris track`` (track.py), ``aeris demo`` (demo.py),
+``aeris evaluate`` (evaluate.py), ``aeris track`` (track.py), ``aeris report`` (report.py),
+``aeris demo`` (demo.py),
 ``aeris config show`` (config.py), ``aeris jobscript`` (jobscript.py).
 """
 
@@ -13,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "demo", "config", "jobscript")
+_COMMAND_MODULES = ("data", "train", "forecast", "evaluate", "track", "report", "demo", "config", "jobscript")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ from aeris.evaluate.skill_plots import plot_skill, plot_spectra
 __all__ = [
     "HEADLINE_CHANNELS", "SCORE_NAMES", "MODEL_SCORES", "BASELINE_SCORES", "HEADLINE_SCORES",
     "EvaluationError", "open_forecasts", "open_truth", "default_channels", "channel_field",
-    "common_grid", "climatology_for", "evaluate", "evaluate_spectra", "headline_scores",
+    "common_grid", "climatology_for", "channel_std", "evaluate", "evaluate_spectra", "headline_scores",
     "headline_to_json", "scores_to_json", "scores_to_markdown", "write_scores", "write_netcdf",
     "run_evaluation",
 ]
@@ -486,7 +486,8 @@ def headline_to_json(head: xr.Dataset) -> dict:
             **{k: [_finite(float(v)) for v in head[k].values] for k in HEADLINE_SCORES if k in head}}
 
 
-def _load_std(stats: str | os.PathLike, channels: Sequence[str]) -> dict[str, float]:
+def channel_std(stats: str | os.PathLike, channels: Sequence[str]) -> dict[str, float]:
+    """{channel: std} from a statistics file, for the `channels` it has (`headline_scores`)."""
     data = load_stats(stats)
     have = [str(c) for c in data["channel"].values]
     use = [c for c in channels if c in have]
@@ -641,7 +642,7 @@ def run_evaluation(forecast_path: str | os.PathLike | Sequence[str | os.PathLike
     headline = None
     stats_file = _stats_path(stats, truth_path)
     if stats_file is not None and any(c in HEADLINE_CHANNELS for c in channels):
-        headline = headline_scores(scores, _load_std(stats_file, channels))
+        headline = headline_scores(scores, channel_std(stats_file, channels))
         headline.attrs["stats"] = stats_file
         scores.attrs["headline_stats"] = stats_file
     paths = write_scores(scores, out_dir, headline)
