@@ -118,10 +118,12 @@ def parse_window(text: str | None, cfg: Config) -> tuple[int, int]:
 def run_prepare(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     from aeris.data.prepared import prepare, read_prepared_record
+    from aeris.data.tiling import chunk_tile
     try:
         window = parse_window(args.window, cfg)
-        path = prepare(cfg.data, window, overwrite=args.overwrite, compressor=args.compressor,
-                       scheduler=args.scheduler, workers=args.workers)
+        # tiles holding one sequence piece of the configured mesh (docs/data.md, "Prepared training store")
+        path = prepare(cfg.data, window, tile=chunk_tile(cfg.data, window, cfg.swipe.sp), overwrite=args.overwrite,
+                       compressor=args.compressor, scheduler=args.scheduler, workers=args.workers)
         r = read_prepared_record(path)
     except (ValueError, OSError, TimeoutError) as e:
         return _fail(e)

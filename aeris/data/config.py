@@ -60,6 +60,16 @@ class DataConfig:
     exclude_times: list[str] = doc([], "known-bad times left out of every split: ISO times (2020-08-02T06:00) or "
                                        "dates (2020-08-02, the whole day); a sample whose t or t+dt is one of "
                                        "them is not in the split (`aeris data check` lists candidates)")
+    # docs/data.md, "Prepared training store" and "Reading ahead"
+    tile: list[int] = doc([], "chunk tile [rows, cols] of the prepared store built by `aeris data prepare` (or by "
+                              "the trainer when the store is missing); [] = the largest tile that holds tokens of "
+                              "one sequence piece of swipe.sp only: a window quadrant for sp 1, 2 or 4, 5x15 for "
+                              "30x30 windows at sp 12 (a rank then reads exactly its tokens)")
+    prefetch_steps: int = doc(2, "training steps whose micro-batches are read ahead on worker threads while the "
+                                 "current step runs (0 = read inside the step, the reference); the same samples in "
+                                 "the same order either way")
+    loader_threads: int = doc(2, "worker threads reading the micro-batches ahead (data.prefetch_steps > 0); not "
+                                 "data.workers, which sizes the Dask cluster of `aeris data stats|prepare`")
 
     def __post_init__(self) -> None:
         if self.drop_lat_row not in ("first", "last", "none"):
@@ -71,6 +81,11 @@ class DataConfig:
         if self.workers < 0 or self.block_times < 0:
             raise ValueError(f"data.workers and data.block_times must be >= 0 (0 = automatic), "
                              f"got {self.workers} and {self.block_times}")
+        if self.tile and (len(self.tile) != 2 or min(self.tile) < 1):
+            raise ValueError(f"data.tile must be [] (automatic) or two positive numbers [rows, cols], got {self.tile}")
+        if self.prefetch_steps < 0 or self.loader_threads < 1:
+            raise ValueError(f"data.prefetch_steps must be >= 0 and data.loader_threads >= 1, got "
+                             f"{self.prefetch_steps} and {self.loader_threads}")
 
 
 @dataclass

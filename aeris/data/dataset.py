@@ -2,7 +2,7 @@
 
 Contract (the trainer and the rollout are written against it)
 ------------------------------------------------------------
-``ds = ForecastDataset(cfg, split, index_map=None, frame=0, prepared=None)``
+``ds = ForecastDataset(cfg, split, index_map=None, frame=0, prepared=None, fields=SAMPLE_FIELDS)``
 
 * A view: it opens the prepared store that exists (`aeris.data.prepared.prepare`, or
   ``aeris data prepare``, builds it: an explicit step) and checks that it matches ``cfg``;
@@ -15,7 +15,10 @@ Contract (the trainer and the rollout are written against it)
   (`swipe.layout.WindowLayout.index_map`). None = the whole field as one piece in the trivial
   one-rank layout ``WindowLayout(H, W, ws_h, ws_w).index_map(frame, 0)`` (window of the
   prepared store). Every tensor is ``global_field[..., index_map]`` moved channel-last.
-* ``ds[i]`` is a dict:
+* ``fields``: the tensors ``ds[i]`` holds, any of ``SAMPLE_FIELDS`` ("cond", "forcing", "target");
+  only the arrays they need are read: "target" the states at t and t+dt, "cond" the state at t,
+  "forcing" the forcings and static fields (a last pipeline stage reads only "target").
+* ``ds[i]`` is a dict (of the asked fields, plus "time" and "index"):
     "cond"    float32 (n_lw, tpp, C_prog)  standardised X(t):  (X - mean) / std
     "forcing" float32 (n_lw, tpp, C_forc)  standardised [forcings at t (config order),
                                             forcings at t+dt (same order), static fields
@@ -36,7 +39,9 @@ Contract (the trainer and the rollout are written against it)
   time (read from the prepared store; TOA radiation computed analytically past its end), ``to_field(tokens)`` (..., H, W) for an index
   map that covers the whole field.
 * I/O: only the chunks holding this rank's tokens are read (``ds.io.bytes``/``ds.io.requests``
-  count them). Picklable for DataLoader workers.
+  count them; ``ds.read_amplification()`` = tokens of those chunks / the rank's tokens,
+  aeris.data.tiling). Picklable for DataLoader workers; ``ds[i]`` may be called from several
+  threads at once (the trainer's read-ahead).
 * Bad data (docs/data.md, "Checking a store"): ``cfg.exclude_times`` (ISO times, or dates for a
   whole day) leave out every sample whose t or t+dt is one of them (``len(ds)`` shrinks). Every
   sample read is checked: NaN/inf in its tensors and, with ``cfg.sample_range_check``, state and
@@ -51,6 +56,8 @@ Contract (the trainer and the rollout are written against it)
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +72,13 @@ from aeris.data.normalize import Normalizer
 from aeris.data.prepared import PreparedStore, expected_record, prepared_path
 from aeris.data.stats import load_stats, stats_path, time_pairs
 from aeris.data.store import DataError, period_bounds
+from aeris.data.tiling import tiles_of
 from swipe.layout import WindowLayout
 
-__all__ = ["ForecastDataset", "SPLITS"]
+__all__ = ["ForecastDataset", "SPLITS", "SAMPLE_FIELDS"]
 
 SPLITS = ("train", "val", "test")
+SAMPLE_FIELDS = ("cond", "forcing", "target")
 BAD_SAMPLE_ACTIONS = ("error", "skip")
 RANGE_SLACK = 1e-3  # in std units: float32 standardisation moves a value by far less
 
@@ -80,9 +89,13 @@ class ForecastDataset(Dataset):
     """One rank's view of the (X(t), forcings, residual) samples of a split (module docstring)."""
 
     def __init__(self, cfg: DataConfig, split: str, index_map: np.ndarray | None = None, frame: int = 0,
-                 *, prepared: str | None = None):
+                 *, prepared: str | None = None, fields: Sequence[str] = SAMPLE_FIELDS):
         if split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        unknown = sorted(set(fields) - set(SAMPLE_FIELDS))
+        if unknown:
+            raise DataError(f"fields must be among {SAMPLE_FIELDS}, got {unknown}")
+        self.fields = tuple(f for f in SAMPLE_FIELDS if f in fields)
         if cfg.on_bad_sample not in BAD_SAMPLE_ACTIONS:
             raise DataError(f"data.on_bad_sample must be error|skip, got {cfg.on_bad_sample!r}")
         self.cfg, self.split = cfg, split
@@ -109,7 +122,7 @@ class ForecastDataset(Dataset):
         # read whole chunk tiles: those holding the rank's tokens, laid out in a block of the
         # tile rows x tile cols they span (rows/cols = the grid indices of those tiles)
         th, tw = self.store.tile
-        self._tiles = np.unique(np.stack([y.ravel() // th, x.ravel() // tw], 1), axis=0)
+        self._tiles = tiles_of(self.index_map, self.grid, (th, tw))
         self._tile_rows, self._tile_cols = np.unique(self._tiles[:, 0]), np.unique(self._tiles[:, 1])
         self._rows = (self._tile_rows[:, None] * th + np.arange(th)).ravel()
         self._cols = (self._tile_cols[:, None] * tw + np.arange(tw)).ravel()
@@ -159,6 +172,16 @@ class ForecastDataset(Dataset):
         self._forcing_std = np.concatenate([norm.forcing_std[:nf], norm.forcing_std[:nf], norm.forcing_std[nf:]])
         self._verdicts: dict[int, str | None] = {}  # store time index -> its whole-field problem ("skip")
         self._warned: set[int] = set()
+        self._skip_lock = threading.Lock()  # reading threads judge and warn about a bad sample once
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_skip_lock"]
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._skip_lock = threading.Lock()
 
     # ---- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -171,6 +194,16 @@ class ForecastDataset(Dataset):
     @property
     def tokens_per_piece(self) -> int:
         return self.index_map.shape[1]
+
+    def read_amplification(self, name: str = "state") -> float:
+        """Tokens of the chunks a read of array `name` fetches over this rank's tokens (1 = exact):
+        the tiles holding them (uncompressed store), or the block of tile rows x tile columns
+        they span (zarr's orthogonal selection, compressed store)."""
+        n = np.unique(self.index_map).size
+        if self.store.raw_layout(name):
+            th, tw = self.store.tile
+            return len(self._tiles) * th * tw / n
+        return len(self._rows) * len(self._cols) / n
 
     # ---- reading -----------------------------------------------------------------------------
     def _read(self, name: str, time_index) -> np.ndarray:
@@ -211,22 +244,30 @@ class ForecastDataset(Dataset):
         if self.cfg.on_bad_sample == "skip":
             i = self._next_good(i)
         t0, t1 = self._i0[i], self._i1[i]
-        z = self._gather(self._read("state", [t0, t1]))  # (2, n_lw, tpp, C)
-        z0, z1 = z[0], z[1]
-        target = self.normalizer.residual_from_states(z0.astype(np.float64), z1.astype(np.float64))
-        forcing = self._forcing_tokens(np.array([t0]), np.array([t1]))[0]
+        fields = self.fields
+        # only the arrays the asked fields need: the residual needs both states, cond the first
+        times = [t0, t1] if "target" in fields else [t0] if "cond" in fields else []
+        z = self._gather(self._read("state", times)) if times else None  # (len(times), n_lw, tpp, C)
+        target = forcing = None
+        if "target" in fields:
+            target = self.normalizer.residual_from_states(z[0].astype(np.float64), z[1].astype(np.float64))
+        if "forcing" in fields:
+            forcing = self._forcing_tokens(np.array([t0]), np.array([t1]))[0]
         problem = self._token_problem(z, forcing, target, t0, t1)
         if problem:  # in "skip" mode only if the whole-field verdict missed it (it cannot: a subset)
             raise DataError(f"bad sample {i} of split {self.split!r} ({self._span(i)}): {problem}; set "
                             f"data.on_bad_sample=skip to skip such samples, or list the time in "
                             f"data.exclude_times (`aeris data check` finds them)")
-        return {
-            "cond": torch.from_numpy(np.ascontiguousarray(z0, dtype=np.float32)),
-            "forcing": torch.from_numpy(np.ascontiguousarray(forcing)),
-            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
-            "time": torch.tensor(int(self.store.times[t0].astype(np.int64)), dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
+        out = {}
+        if "cond" in fields:
+            out["cond"] = torch.from_numpy(np.ascontiguousarray(z[0], dtype=np.float32))
+        if forcing is not None:
+            out["forcing"] = torch.from_numpy(np.ascontiguousarray(forcing))
+        if target is not None:
+            out["target"] = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
+        out["time"] = torch.tensor(int(self.store.times[t0].astype(np.int64)), dtype=torch.int64)
+        out["index"] = torch.tensor(i, dtype=torch.int64)
+        return out
 
     # ---- checks (docs/data.md, "Checking a store") --------------------------------------------
     def _iso(self, t: int) -> str:
@@ -263,23 +304,28 @@ class ForecastDataset(Dataset):
         return self._problem(z, names, lambda t, c: f" at {times[t]}", self.normalizer.mean,
                              self.normalizer.std, self._state_bounds)
 
-    def _token_problem(self, z: np.ndarray, forcing: np.ndarray, target: np.ndarray, t0: int, t1: int) -> str | None:
-        """The first bad value of this rank's tokens of one sample, described; None if good."""
+    def _token_problem(self, z: np.ndarray | None, forcing: np.ndarray | None, target: np.ndarray | None,
+                       t0: int, t1: int) -> str | None:
+        """The first bad value of the parts of this rank's tokens of one sample that were read
+        (None = not read): states, then forcings, then the residual; None if good."""
         times = [self._iso(t0), self._iso(t1)]
-        problem = self._state_problem(_channels_first(z), times)
-        if problem:
-            return problem
-        names = [f"forcing {_describe(c)}" for c in self.forcing_channels]
-        at = [f" at {times[1]}" if c.endswith("@t+dt") else f" at {times[0]}" if c.endswith("@t") else " (static)"
-              for c in self.forcing_channels]
-        problem = self._problem(_channels_first(forcing)[None], names, lambda t, c: at[c], self._forcing_mean,
-                                self._forcing_std, self._forcing_bounds)
-        if problem:
-            return problem
-        bad = ~np.isfinite(target).all(axis=(0, 1))
-        if bad.any():
-            c = int(np.argmax(bad))
-            return f"target (residual) {_describe(self.channels[c])} from {times[0]} to {times[1]}: NaN/inf"
+        if z is not None:
+            problem = self._state_problem(_channels_first(z), times[:len(z)])
+            if problem:
+                return problem
+        if forcing is not None:
+            names = [f"forcing {_describe(c)}" for c in self.forcing_channels]
+            at = [f" at {times[1]}" if c.endswith("@t+dt") else f" at {times[0]}" if c.endswith("@t") else " (static)"
+                  for c in self.forcing_channels]
+            problem = self._problem(_channels_first(forcing)[None], names, lambda t, c: at[c], self._forcing_mean,
+                                    self._forcing_std, self._forcing_bounds)
+            if problem:
+                return problem
+        if target is not None:
+            bad = ~np.isfinite(target).all(axis=(0, 1))
+            if bad.any():
+                c = int(np.argmax(bad))
+                return f"target (residual) {_describe(self.channels[c])} from {times[0]} to {times[1]}: NaN/inf"
         return None
 
     def _read_whole(self, name: str, time_index) -> np.ndarray:
@@ -326,6 +372,10 @@ class ForecastDataset(Dataset):
 
     def _next_good(self, i: int) -> int:
         """Sample i, or the first good one after it (wrapping), judged on whole fields; deterministic."""
+        with self._skip_lock:
+            return self._next_good_locked(i)
+
+    def _next_good_locked(self, i: int) -> int:
         self._check_static()
         n = len(self)
         skipped = []

@@ -15,9 +15,11 @@ keeps a relative precision of ~1e-7 of std, finer than float32 physical values o
 a large mean such as geopotential.
 
 Chunks are (1, all channels, th, tw) tiles with (th, tw) = half a window by default
-(a window QUADRANT), inside one zarr v3 shard per time step (1, C, H, W). A rank of any layout
-(strided windows, sequence pieces of 1, 2 or 4 quadrants, shifted frames) reads only the
-tiles that hold its tokens, with byte-range reads of the shard (see `PreparedStore.read`).
+(a window QUADRANT; ``data.tile``, or `aeris.data.tiling.piece_tile` of the run's sequence
+pieces), inside one zarr v3 shard per time step (1, C, H, W). A rank of any layout
+(strided windows, sequence pieces, shifted frames) reads only the tiles that hold its tokens,
+with byte-range reads of the shard (see `PreparedStore.read`); tiles that hold one piece each
+make that exactly its tokens.
 
 The attrs record the source, channels, grid, window, tile and statistics; `prepare` refuses
 to reuse a store whose record differs from what the config asks (pass ``overwrite=True``).
@@ -63,6 +65,7 @@ from aeris.data.stats import (
     channel_sets, compute_and_save_stats, load_stats, stats_exists, stats_for, stats_path,
 )
 from aeris.data.store import DataError, drop_row, is_remote, model_grid, model_latitudes, select_period
+from aeris.data.tiling import chunk_tile
 
 __all__ = ["prepare", "ensure_prepared", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
            "record_differences", "read_prepared_record", "prepare_block", "PrepareJob", "write_shard",
@@ -71,6 +74,9 @@ __all__ = ["prepare", "ensure_prepared", "prepared_path", "PreparedStore", "IOCo
 FORMAT = "aeris-prepared/1"
 PLAN_FORMAT = "aeris-prepare-plan/1"   # the plan of a build in progress (resuming checks it)
 # record keys that must agree for a prepared store to be reused (window/tile only by `prepare`)
+# up to this many unwanted index entries (16 bytes each) between two wanted ones are read through
+# rather than in another request
+INDEX_GAP = 256
 _CONFIG_KEYS = ("source", "channels", "forcing_channels", "static_channels", "drop_lat_row",
                 "dt_hours", "fill_nan_with_min")
 
@@ -148,20 +154,34 @@ def record_differences(recorded: dict, expected: dict) -> list[str]:
 
 # ---- I/O counting and the reader -------------------------------------------------------------
 class IOCounter:
-    """Bytes and requests read from a store (chunk data and shard indexes, not metadata)."""
+    """Bytes and requests read from a store (chunk data and shard indexes, not metadata); the
+    reading threads of a prefetching trainer update it together."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.bytes = 0
         self.requests = 0
 
     def reset(self) -> None:
-        self.bytes = 0
-        self.requests = 0
+        with self._lock:
+            self.bytes = 0
+            self.requests = 0
+
+    def count(self, nbytes: int, requests: int = 1) -> None:
+        with self._lock:
+            self.bytes += int(nbytes)
+            self.requests += requests
 
     def add(self, buf) -> None:
         if buf is not None:
-            self.bytes += len(buf)
-            self.requests += 1
+            self.count(len(buf))
+
+    def __getstate__(self):
+        return {"bytes": self.bytes, "requests": self.requests}
+
+    def __setstate__(self, state) -> None:
+        self.__init__()
+        self.bytes, self.requests = state["bytes"], state["requests"]
 
 
 class _CountingStore(WrapperStore):
@@ -296,7 +316,9 @@ class PreparedStore:
         """Read whole chunk tiles (ty, tx) by byte ranges of the shard files (uncompressed stores).
 
         The result has the layout of `read` with rows = tiles rows `tile_rows` expanded, cols
-        likewise; positions of tiles not asked for are left as NaN.
+        likewise; positions of tiles not asked for are left as NaN. Of each shard's index only
+        the entries of the asked tiles are read (runs less than `INDEX_GAP` entries apart in one
+        read): a rank holding a small part of the field does not read the whole index.
         """
         arr = self.array(name)
         th, tw = self.tile
@@ -311,18 +333,22 @@ class PreparedStore:
         tile_y = np.asarray([ry[int(t)] for t in tiles[:, 0]], dtype=np.int64)
         tile_x = np.asarray([cx[int(t)] for t in tiles[:, 1]], dtype=np.int64)
         buf = np.empty((len(tile_rows), len(tile_cols), C, th, tw), dtype=np.float32)
+        order = np.argsort(flat, kind="stable")
+        wanted = np.unique(flat)
+        cuts = np.nonzero(np.diff(wanted) > INDEX_GAP + 1)[0] + 1
+        index_runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, cuts) if len(r)]
+        index_bytes = ny * nx * 16 + 4
+        index = np.empty((ny * nx, 2), dtype="<u8")
         for k, t in enumerate(steps):
             buf.fill(np.nan)
             key = arr.metadata.encode_chunk_key((0, 0, 0) if t is None else (t, 0, 0, 0))
             path = os.path.join(self.path, name, *key.split("/"))
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                index_bytes = ny * nx * 16 + 4
-                index = np.frombuffer(os.pread(f.fileno(), index_bytes, size - index_bytes)[:-4], dtype="<u8")
-                self.io.bytes += index_bytes
-                self.io.requests += 1
-                index = index.reshape(ny * nx, 2)
-                order = np.argsort(flat, kind="stable")
+                index_at = os.fstat(f.fileno()).st_size - index_bytes
+                for a, b in index_runs:
+                    raw = os.pread(f.fileno(), (b - a) * 16, index_at + a * 16)
+                    index[a:b] = np.frombuffer(raw, dtype="<u8").reshape(b - a, 2)
+                    self.io.count(len(raw))
                 # coalesce runs of consecutive chunks stored back to back into one read each
                 runs, run = [], [order[0]] if len(order) else []
                 for j in order[1:]:
@@ -346,8 +372,7 @@ class PreparedStore:
                     nbytes = chunk_bytes * len(run)
                     data = np.frombuffer(os.pread(f.fileno(), nbytes, off), dtype="<f4")
                     buf[tile_y[run], tile_x[run]] = data.reshape(len(run), C, th, tw)
-                    self.io.bytes += nbytes
-                    self.io.requests += 1
+                    self.io.count(nbytes)
             # tile-major buffer -> (C, rows, cols) in one transpose
             out[k] = buf.transpose(2, 0, 3, 1, 4).reshape(C, len(tile_rows) * th, len(tile_cols) * tw)
         return out[0] if time_index is None else out
@@ -503,7 +528,8 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
             progress: bool = True, scheduler: str | None = None, workers: int | None = None,
             client=None, cluster: Cluster | None = None, report: dict | None = None,
             times_per_write: int | None = None) -> Path | str:
-    """Build (or reuse, or resume) the prepared store of `cfg` for model window ``(ws_h, ws_w)``.
+    """Build (or reuse, or resume) the prepared store of `cfg` for model window ``(ws_h, ws_w)``,
+    chunked in ``tile`` (default `aeris.data.tiling.chunk_tile`: ``data.tile``, else a quadrant).
 
     Statistics come from `stats_path(cfg)` (computed over the training period when missing).
     The store holds every source time between the earliest period start and the latest period
@@ -521,7 +547,7 @@ def prepare(cfg: DataConfig, window: Sequence[int], *, tile: Sequence[int] | Non
     if block_times is None and times_per_write is not None:
         block_times = times_per_write
     window = (int(window[0]), int(window[1]))
-    tile = (window[0] // 2, window[1] // 2) if tile is None else (int(tile[0]), int(tile[1]))
+    tile = chunk_tile(cfg, window) if tile is None else (int(tile[0]), int(tile[1]))
     if min(tile) < 1 or window[0] % tile[0] or window[1] % tile[1]:
         raise DataError(f"tile {tile} must divide the window {window}")
     codecs = _codecs(compressor)
@@ -799,17 +825,19 @@ def read_prepared_record(path: str | os.PathLike) -> dict:
 
 
 def ensure_prepared(cfg: DataConfig, window: Sequence[int], *, progress: bool = True,
-                    scheduler: str | None = None, workers: int | None = None) -> Path:
+                    scheduler: str | None = None, workers: int | None = None,
+                    tile: Sequence[int] | None = None) -> Path:
     """The prepared store of `cfg`: an existing one as it is (a `ForecastDataset` checks that it
-    matches `cfg`, and may read it in another window's token order), else built by `prepare`
-    for ``window`` (an interrupted build is resumed). Training reads a local store."""
+    matches `cfg`, and may read it in another window's token order or tiles), else built by
+    `prepare` for ``window`` and ``tile`` (an interrupted build is resumed). Training reads a
+    local store."""
     target = prepared_path(cfg)
     if is_remote(target):
         raise DataError(f"data.prepared is a URL ({target}): training reads the prepared store from a "
                         f"file system; copy it to a local or shared path and set data.prepared to it")
     path = Path(target)
-    return path if path.exists() else Path(prepare(cfg, window, progress=progress, scheduler=scheduler,
-                                                   workers=workers))
+    return path if path.exists() else Path(prepare(cfg, window, tile=tile, progress=progress,
+                                                   scheduler=scheduler, workers=workers))
 
 
 def raw_shard_parts(field: np.ndarray, tile: tuple[int, int]) -> list:

@@ -30,7 +30,10 @@ from aeris.train.optim import build_optimizer
 from swipe.context import SerialContext
 from swipe.layout import WindowLayout
 
-__all__ = ["MicroBatch", "Engine", "Stepper", "SerialEngine"]
+__all__ = ["MicroBatch", "Engine", "Stepper", "SerialEngine", "DATA_FIELDS"]
+
+# the tensors of a sample a micro-batch can carry (aeris.data.dataset.SAMPLE_FIELDS)
+DATA_FIELDS = ("cond", "forcing", "target")
 
 # (cond (B, n_lw, tpp, C_cond), member keys) -> standardised residual samples (B, n_lw, tpp, C)
 Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
@@ -39,8 +42,9 @@ Stepper = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
 @dataclass
 class MicroBatch:
     """One micro-batch for this rank: a key tuple per sample (seed, step, position, dataset
-    index) and, where the rank reads data, its tokens in frame 0: ``data`` = {"target", "cond",
-    "forcing"} each (B, n_lw, tpp, C) (the ForecastDataset layout); None elsewhere."""
+    index) and, where the rank reads data, its tokens in frame 0: ``data`` = the fields of the
+    engine's ``data_fields`` ("target", "cond", "forcing"), each (B, n_lw, tpp, C) (the
+    ForecastDataset layout); None elsewhere."""
 
     keys: list[tuple[int, ...]]
     data: dict[str, torch.Tensor] | None = None
@@ -53,7 +57,9 @@ class Engine(Protocol):
     compute dtype, None = fp32), ``layout`` (this rank's window layout), ``token_ids``
     (this rank's tokens in frame 0, the Dataset's index map), ``w_token`` (their latitude
     weights), ``replica``/``replicas`` (data-parallel coordinates: replica d takes its share
-    of each step's samples), ``reads_data`` (this rank needs the samples' data), ``scores``
+    of each step's samples), ``reads_data`` (this rank needs the samples' data), ``data_fields``
+    (which of `DATA_FIELDS` it needs: all of them on the first pipeline stage, "target" alone on
+    a last stage, none on a middle one; ``reads_data == bool(data_fields)``), ``scores``
     (this rank scores ensemble validation; the scores of all such ranks add up),
     ``is_root`` (logs, prints, writes run files), ``distributed`` (checkpoints are collective
     over the default process group). Checkpoints of ``model``, ``optimizer`` and the EMA have
@@ -70,6 +76,7 @@ class Engine(Protocol):
     replica: int
     replicas: int
     reads_data: bool
+    data_fields: tuple[str, ...]
     scores: bool
     is_root: bool
     distributed: bool
@@ -120,6 +127,7 @@ class SerialEngine:
     """
 
     replica, replicas, reads_data, scores, is_root, distributed = 0, 1, True, True, True, False
+    data_fields = DATA_FIELDS
 
     def __init__(self, net: AerisNet, diffusion: DiffusionConfig, *, w_lat_field: np.ndarray,
                  w_channel, device: torch.device, amp: torch.dtype | None = None):

@@ -41,7 +41,7 @@ from aeris.distributed.inference import PipelineSampler
 from aeris.distributed.stage import MeshStage, assign_slice
 from aeris.model.init import materialise
 from aeris.model.network import AerisNet
-from aeris.train.engine import MicroBatch
+from aeris.train.engine import DATA_FIELDS, MicroBatch
 from aeris.train.optim import adamw, param_groups
 from swipe.comm import KINDS, CommCounter, all_reduce_sum
 from swipe.mesh import SwipeMesh
@@ -85,6 +85,8 @@ class SwipeEngine:
         c, s = mesh.coords, mesh.shape
         self.replica, self.replicas = c.dp, s.dp
         self.reads_data = self.plan.is_first or self.plan.is_last
+        # the first stage builds the network input; a last stage needs only the labels (`_noisy`)
+        self.data_fields = DATA_FIELDS if self.plan.is_first else ("target",) if self.plan.is_last else ()
         self.scores = c.pp == 0          # stage 0 holds the sampler state and reads the data
         self.is_root = mesh.rank == 0
         self.distributed = True

@@ -14,6 +14,7 @@ the serial run to rounding and a resumed run continues bit-exactly (docs/trainin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from aeris.config import Config, dump_config, to_dict
 from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
 from aeris.data.prepared import ensure_prepared
+from aeris.data.tiling import chunk_tile
 from aeris.diffusion.trigflow import loss_normaliser
 from aeris.diffusion.weights import latitude_weight_field, variable_weights
 from aeris.forecast.ensemble import init_hours, member_keys
@@ -47,6 +49,7 @@ from aeris.train.engine import Engine, MicroBatch, SerialEngine
 from aeris.stop import StopRequest, agreed
 from aeris.train.guard import TooManySkips, UpdateGuard, fire, parse_fault
 from aeris.train.metrics_log import MetricsLogger
+from aeris.train.prefetch import StepLoader
 from aeris.train.schedule import lr_at
 from aeris.train.skill import (SKILL_TERMS, finish_scores, format_skill_report, partial_sums,
                                standardised_fields, validation_picks)
@@ -63,7 +66,6 @@ log = logging.getLogger(__name__)
 # a large matmul on the project's 2-core CI machines runs at ~175 GFLOP/s (fp32), ~400 (bf16)
 # (docs/architecture.md, "Environment")
 CPU_PEAK_FLOPS = {"fp32": 175e9, "bf16": 400e9}
-_FIELDS = ("target", "cond", "forcing")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -109,6 +111,7 @@ class StepResult:
     lr: float
     seconds: float
     skipped: str | None = None  # why the update was not applied
+    data_wait_s: float = 0.0    # of `seconds`: waiting for this rank's micro-batches (0: read ahead in time)
 
 
 def build_engine(cfg: Config, spec: DataSpec, device: torch.device) -> Engine:
@@ -149,15 +152,22 @@ class Trainer:
                             f"launcher (torchrun, mpiexec, srun): see `aeris train --help`")
         self._tag = "[swipe] " if distributed else ""
         # preparing the store is an explicit step, once, before any rank opens it
-        self.spec = root_then_all(lambda: (ensure_prepared(cfg.data, cfg.model.window, progress=tc.progress),
-                                            DataSpec.read(cfg.data))[1], distributed)
+        # chunked by the pieces of this mesh when the store is built here (docs/data.md, "Prepared training store")
+        tile = chunk_tile(cfg.data, cfg.model.window, cfg.swipe.sp)
+        self.spec = root_then_all(lambda: (ensure_prepared(cfg.data, cfg.model.window, progress=tc.progress,
+                                                           tile=tile), DataSpec.read(cfg.data))[1], distributed)
         self.engine = build_engine(cfg, self.spec, self.device)
         e = self.engine
         self.global_batch = tc.micro_batch * tc.grad_accum * e.replicas
         self.ema = EMA(e.model, ema_decay(self.global_batch, tc.ema_halflife_samples))
-        # tokens in the MODEL's window order (the prepared store may be tiled for another window)
-        self.train_ds = ForecastDataset(cfg.data, "train", index_map=e.token_ids) if e.reads_data else None
-        self.val_ds = ForecastDataset(cfg.data, "val", index_map=e.token_ids) if e.reads_data else None
+        # tokens in the MODEL's window order (the prepared store may be tiled for another window);
+        # only the fields this stage uses are read
+        self.train_ds = (ForecastDataset(cfg.data, "train", index_map=e.token_ids, fields=e.data_fields)
+                         if e.reads_data else None)
+        self.val_ds = (ForecastDataset(cfg.data, "val", index_map=e.token_ids, fields=e.data_fields)
+                       if e.reads_data else None)
+        # the steps' data: read in the step here; `run` reads ahead (data.prefetch_steps)
+        self.loader = self._step_loader(0) if e.reads_data else None
         H, W = self.spec.grid
         with torch.device("meta"):  # shapes only
             whole = AerisNet.for_data(cfg.model, len(self.spec.channels), self.spec.n_forcing, self.spec.grid)
@@ -187,18 +197,48 @@ class Trainer:
     # ---- data -----------------------------------------------------------------------------------
     def _batch(self, ds: ForecastDataset, indices) -> dict[str, torch.Tensor]:
         samples = [ds[int(i)] for i in indices]
-        return {k: torch.stack([s[k] for s in samples]).to(self.device) for k in _FIELDS}
+        return {k: torch.stack([s[k] for s in samples]).to(self.device) for k in ds.fields}
 
-    def _micro_batches(self) -> list[MicroBatch]:
+    def _positions(self, start: int) -> list[np.ndarray]:
+        """Global positions of this rank's micro-batches of the step starting at position `start`."""
         tc, e = self.cfg.train, self.engine
-        idx = samples_for_step(tc.seed, self.spec.n, self.samples_seen, self.global_batch)
-        pos = self.samples_seen + np.arange(self.global_batch)
-        out = []
-        for spos in split_for_replica(pos, e.replicas, e.replica, tc.micro_batch, tc.grad_accum):
-            sel = idx[spos - self.samples_seen]
-            out.append(MicroBatch(sample_keys(tc.seed, self.step, spos, sel),
-                                  self._batch(self.train_ds, sel) if e.reads_data else None))
-        return out
+        return split_for_replica(start + np.arange(self.global_batch), e.replicas, e.replica, tc.micro_batch,
+                                 tc.grad_accum)
+
+    def _indices(self, start: int) -> list[np.ndarray]:
+        """Dataset indices of those micro-batches: a pure function of the seed, n and `start`."""
+        idx = samples_for_step(self.cfg.train.seed, self.spec.n, start, self.global_batch)
+        return [idx[p - start] for p in self._positions(start)]
+
+    def _step_loader(self, depth: int, threads: int = 1) -> StepLoader:
+        # nothing is read ahead past the run's last step
+        end = self.samples_seen + (self.cfg.train.steps - self.step) * self.global_batch if depth else None
+        return StepLoader(self.train_ds, self._indices, stride=self.global_batch, device=self.device, depth=depth,
+                          threads=threads, end=end)
+
+    @contextlib.contextmanager
+    def _reading_ahead(self):
+        """The loop reads ``data.prefetch_steps`` steps ahead on ``data.loader_threads`` threads;
+        however it ends, the threads are joined and steps taken outside it read synchronously."""
+        dc = self.cfg.data
+        if self.loader is None or dc.prefetch_steps == 0:
+            yield
+            return
+        sync, self.loader = self.loader, self._step_loader(dc.prefetch_steps, dc.loader_threads)
+        try:
+            yield
+        finally:
+            self.loader.close()
+            self.loader = sync
+
+    def _micro_batches(self) -> tuple[list[MicroBatch], float]:
+        """This step's micro-batches and the seconds spent waiting for their data."""
+        tc, start = self.cfg.train, self.samples_seen
+        parts = self._positions(start)
+        idx = samples_for_step(tc.seed, self.spec.n, start, self.global_batch)
+        data = self.loader.get(self.step, start) if self.loader is not None else [None] * len(parts)
+        wait = self.loader.wait_s if self.loader is not None else 0.0
+        return [MicroBatch(sample_keys(tc.seed, self.step, p, idx[p - start]), d) for p, d in zip(parts, data)], wait
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> StepResult:
@@ -209,7 +249,8 @@ class Trainer:
         t0 = time.perf_counter()
         fire(self.fault, self.step, self._rank)
         lr = lr_at(self.step, lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
-        loss, gnorm = e.gradients(self._micro_batches(), loss_normaliser(H * W, self.global_batch), grad_clip=tc.grad_clip)
+        mbs, data_wait = self._micro_batches()
+        loss, gnorm = e.gradients(mbs, loss_normaliser(H * W, self.global_batch), grad_clip=tc.grad_clip)
         if self.fault is not None and self.fault.kind == "nan" and self.fault.step == self.step:
             loss = float("nan")
         skipped = self.guard.check(loss, gnorm)
@@ -222,7 +263,7 @@ class Trainer:
         self.step += 1
         self.samples_seen += self.global_batch
         self.guard.record(skipped, gnorm, self.step)
-        return StepResult(loss, gnorm, lr, time.perf_counter() - t0, skipped)
+        return StepResult(loss, gnorm, lr, time.perf_counter() - t0, skipped, data_wait)
 
     # ---- validation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -264,9 +305,9 @@ class Trainer:
         for i in tqdm(mine, desc="ensemble validation", disable=not (progress and e.is_root), leave=False):
             keys = member_keys(self.cfg.train.seed, spec.val_hours[int(i)], range(members), 0)
             s = self.val_ds[int(i)] if e.reads_data else None
-            if s is not None:
+            if s is not None and "cond" in s:
                 cond = torch.cat([s["cond"], s["forcing"]], -1).to(self.device)
-            else:  # a middle pipeline stage: the network input is built on the first stage only
+            else:  # a later pipeline stage: the network input is built on the first stage only
                 L = e.layout
                 cond = torch.zeros(L.n_local_windows, L.tokens_per_piece, 0, device=self.device)
             r = stepper(cond, keys)
@@ -365,7 +406,8 @@ class Trainer:
                "samples_per_s": self.global_batch / res.seconds, "tflops": flops / 1e12,
                "tflops_per_rank": flops / 1e12 / world,
                "mfu": flops / world / peak if self.device.type == "cpu" else None,
-               "paper_tflops": self.paper_flops_per_sample * self.global_batch / res.seconds / 1e12}
+               "paper_tflops": self.paper_flops_per_sample * self.global_batch / res.seconds / 1e12,
+               "data_wait_s": res.data_wait_s}
         rec.update(self.engine.comm_record())
         return rec
 
@@ -396,7 +438,7 @@ class Trainer:
         # the per-step line is the SWiPe run's console log; one process shows the progress bar
         level = logging.INFO if self._tag else logging.DEBUG
         last: dict = {}
-        with StopRequest(tc.max_wall_minutes) as stop:
+        with StopRequest(tc.max_wall_minutes) as stop, self._reading_ahead():
             try:
                 last = self._loop(stop, bar, level)
             except TooManySkips as err:
