@@ -344,21 +344,26 @@ def measure_eval_batch(probe: Stepper, cond: torch.Tensor, keys: Sequence[Sequen
                        clock: Callable[[], float] = time.perf_counter) -> dict[int, float]:
     """Seconds per member of one network evaluation at each candidate batch b: ``probe`` (one
     evaluation per call) on the first b members of ``cond`` (B >= max(candidates), n_lw, tpp,
-    C_cond) and ``keys``, once to warm up, then the least of ``repeats`` timed calls, divided by b.
-    Under torch.distributed every rank takes part and gets the maximum over the ranks (a
-    collective: the probe may be one too)."""
+    C_cond) and ``keys``: one warm-up call per candidate, then ``repeats`` rounds over all
+    candidates (interleaved, so a change of load on a shared machine hits them alike); the
+    least time of each, divided by b. Under torch.distributed every rank takes part and gets
+    the maximum over the ranks (a collective: the probe may be one too)."""
     device = torch.device(device)
-    per_member = []
-    for b in candidates:
-        best = float("inf")
-        for r in range(1 + repeats):
-            _synchronize(device)
-            t0 = clock()
-            probe(cond[:b], list(keys[:b]))
-            _synchronize(device)
-            if r:  # the first call warms up (allocations, caches)
-                best = min(best, clock() - t0)
-        per_member.append(best / b)
+
+    def timed(b: int) -> float:
+        _synchronize(device)
+        t0 = clock()
+        probe(cond[:b], list(keys[:b]))
+        _synchronize(device)
+        return clock() - t0
+
+    for b in candidates:  # warm-up: allocations, caches
+        timed(b)
+    best = {b: float("inf") for b in candidates}
+    for _ in range(repeats):
+        for b in candidates:
+            best[b] = min(best[b], timed(b))
+    per_member = [best[b] / b for b in candidates]
     return dict(zip(candidates, _max_over_ranks(per_member, device)))
 
 
@@ -497,8 +502,8 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
     Under torch.distributed (without `role`), each rank is a data-parallel replica and units
     are dealt round-robin to the ranks; `aeris.forecast.parallel` passes the SWiPe role.
     `callback(event)` is called after each region is handed to the writer with {"init",
-    "members", "step", "replica"} (tests use it to stop a run; the regions handed over are
-    written before run_forecast returns or raises).
+    "members", "step", "replica", "eval_batch"} (tests use it to stop a run, benchmarks to
+    time steps; the regions handed over are written before run_forecast returns or raises).
     """
     ds = fc.ds
     role = role or default_role(ds)
@@ -588,7 +593,8 @@ def run_forecast(fc: Forecaster, fcfg: ForecastConfig, *, stepper: Stepper | Non
                     write(i, m0, k - lead_offset, x, len(mem), unit, k)
                     bar.update(len(mem))
                     if callback is not None:
-                        callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica})
+                        callback({"init": inits[i], "members": mem, "step": k, "replica": role.replica,
+                                  "eval_batch": min(eval_batch, len(mem)) if eval_batch > 0 else len(mem)})
     finally:
         writer.close()  # every region handed over is written, also when a step raised
     bar.close()
