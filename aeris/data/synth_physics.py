@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "R_DRY", "GRAVITY", "OMEGA", "EARTH_RADIUS", "EPSILON",
     "reference_temperature", "theta_weight", "column_integral",
-    "saturation_specific_humidity", "balanced_wind", "rotate_vectors",
+    "saturation_specific_humidity", "balanced_wind", "geostrophic_factor", "rotate_vectors",
     "msl_climatology", "relative_humidity_climatology",
 ]
 
@@ -74,13 +74,18 @@ def saturation_specific_humidity(t_k, p_pa):
     return EPSILON * es / (p_pa - (1.0 - EPSILON) * es)
 
 
+def geostrophic_factor(lat) -> np.ndarray:
+    """f / (f^2 + f0^2) (s): 1 / f away from the equator, tapered to 0 at it."""
+    f = 2 * OMEGA * np.sin(np.deg2rad(np.asarray(lat, dtype=np.float64)))
+    return f / (f * f + _F0 * _F0)
+
+
 def balanced_wind(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, scale: float = 1.0):
     """Geostrophic (u, v) of `field` (geopotential in m2 s-2, or pressure / density) on the
     last two axes (lat, lon), with the equatorial taper of the module docstring."""
     phi = np.deg2rad(np.asarray(lat, dtype=np.float64))
     dlam = 2 * np.pi / len(lon)
-    f = 2 * OMEGA * np.sin(phi)
-    inv_f = (f / (f * f + _F0 * _F0)).astype(np.float32)
+    inv_f = geostrophic_factor(lat).astype(np.float32)
     # cos(phi) floored half a row from the pole, where d/dlam of a smooth field vanishes anyway
     cos_phi = np.maximum(np.cos(phi), np.sin(0.5 * abs(phi[1] - phi[0]))).astype(np.float32)
     dz_dphi = np.gradient(field, phi, axis=-2).astype(np.float32)

@@ -36,6 +36,8 @@ __all__ = [
     "pressure_from_wind", "wind_from_pressure",
     "holland_deficit", "holland_wind_shape", "taper", "warm_core_profile", "warm_core_amplitude", "wind_level_factor",
     "storm_radius_deg", "grid_depth_scale", "VortexGrid",
+    "track_velocity", "steering_envelope", "STEERING_CORE_DEG", "STEERING_EDGE_DEG",
+    "STEERING_LEVELS_HPA",
 ]
 
 BASINS = ("NA", "EP", "WP", "NI", "SI", "SP", "SA")
@@ -43,6 +45,11 @@ KT_TO_MS = 1852.0 / 3600.0
 HOLLAND_B = 2.5
 INFLOW_DEG = 20.0
 TRUTH_COLUMNS = ["sid", "name", "time", "lat", "lon", "msl_hpa", "wind_kt", "basin"]
+# the environmental (steering) flow around each storm: uniform within the core radius, blended
+# into the large-scale flow by the edge radius (deg of arc); measured over these levels (hPa)
+STEERING_CORE_DEG = 5.0
+STEERING_EDGE_DEG = 12.0
+STEERING_LEVELS_HPA = (300.0, 850.0)
 
 
 # ---- best tracks ------------------------------------------------------------------------------
@@ -128,6 +135,36 @@ def interpolate_tracks(storms: pd.DataFrame, times) -> pd.DataFrame:
         return pd.DataFrame({c: [] for c in TRUTH_COLUMNS})
     return pd.concat(out, ignore_index=True)[TRUTH_COLUMNS].sort_values(
         ["time", "sid"]).reset_index(drop=True)
+
+
+def track_velocity(truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(east, north) velocity (m/s) of each row of a truth table (columns sid, time, lat, lon),
+    from the centred difference of its track (one-sided at the ends; NaN for a storm seen at
+    one time only): east = a cos(lat) dlon/dt (longitude unwrapped), north = a dlat/dt."""
+    from aeris.data.synth_physics import EARTH_RADIUS
+    ue = np.full(len(truth), np.nan)
+    vn = np.full(len(truth), np.nan)
+    if len(truth) == 0:
+        return ue, vn
+    pos = np.arange(len(truth))
+    for _, rows in truth.assign(_pos=pos).sort_values(["sid", "time"]).groupby("sid", sort=False):
+        if len(rows) < 2:
+            continue
+        t = rows.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+        lat = np.deg2rad(rows.lat.to_numpy())
+        lon = np.unwrap(np.deg2rad(rows.lon.to_numpy()))
+        dlat, dlon = np.gradient(lat, t), np.gradient(lon, t)
+        ue[rows._pos.to_numpy()] = EARTH_RADIUS * np.cos(lat) * dlon
+        vn[rows._pos.to_numpy()] = EARTH_RADIUS * dlat
+    return ue, vn
+
+
+def steering_envelope(r) -> np.ndarray:
+    """Weight of a storm's environmental flow at distance r (deg): 1 within STEERING_CORE_DEG,
+    cos^2 fall to 0 at STEERING_EDGE_DEG."""
+    s = np.clip((np.asarray(r, dtype=np.float64) - STEERING_CORE_DEG)
+                / (STEERING_EDGE_DEG - STEERING_CORE_DEG), 0.0, 1.0)
+    return np.cos(0.5 * np.pi * s) ** 2
 
 
 # ---- vortex shape ------------------------------------------------------------------------------

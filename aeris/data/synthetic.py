@@ -36,9 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aeris.data import synth_dynamics as dyn
 from aeris.data import synth_physics as phys
 from aeris.data import synth_storms as storms_mod
 from aeris.data.synth_noise import RedNoise
+from aeris.data.synth_physics import EARTH_RADIUS
+from aeris.data.synth_spectral import SpectralGrid
 from aeris.data.config import SynthConfig
 from aeris.data.forcings import (
     daily_mean_insolation, instantaneous_toa_flux, land_sea_mask, solar_position,
@@ -64,8 +67,10 @@ _K_DIURNAL = (0.0008, 0.008)  # (ocean, land) diurnal response to the instantane
 _LAG_DAYS = {"column": 30.0, "land": 20.0, "sst": 60.0, "itcz": 40.0}
 _RHO_AIR = 1.2  # kg m-3, for the geostrophic wind of the MSL field
 _SURFACE_WIND = (0.7, np.deg2rad(20.0))  # 10 m / geostrophic speed ratio, cross-isobar angle
-_WAVE_MSL_PA = np.array([250.0, 350.0, 450.0, 450.0, 350.0, 250.0])
-_WAVE_THETA_K = np.array([1.2, 1.6, 2.0, 2.0, 1.6, 1.2])
+_P_STEER = 500.0    # hPa: the level of the dynamics' flow (no thermal wind of theta there)
+_A_SURFACE = 0.5    # eddy geopotential at 1000 hPa / at 500 hPa (equivalent barotropic)
+_FORCING_FLOOR = 0.3  # eddy forcing outside the storm tracks, relative to their centres
+_STEER_RIDGE = 0.05   # regularisation of the storms' joint steering solve, relative to its largest entry
 _BLOCK = 32  # time steps per computed block
 
 
@@ -106,8 +111,9 @@ def synthetic_grid(cfg: SynthConfig):
     return times, lat, lon, np.array(levels, dtype=np.int64)
 
 
-def _bilinear(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_c: float, lon_c: float) -> float:
-    """Bilinear value of a (lat, lon) field on the regular store grid (periodic in lon)."""
+def _bilinear_at(lat: np.ndarray, lon: np.ndarray, lat_c: float, lon_c: float):
+    """f(field) -> the bilinear value(s) at (lat_c, lon_c) of field[..., lat, lon] on the
+    regular store grid (periodic in lon)."""
     fi = (lat[0] - lat_c) / (lat[0] - lat[1])
     i0 = int(np.clip(np.floor(fi), 0, len(lat) - 2))
     wi = fi - i0
@@ -115,30 +121,34 @@ def _bilinear(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_c: float,
     j0 = int(np.floor(fj)) % len(lon)
     j1 = (j0 + 1) % len(lon)
     wj = fj - np.floor(fj)
-    return float((1 - wi) * ((1 - wj) * field[i0, j0] + wj * field[i0, j1])
-                 + wi * ((1 - wj) * field[i0 + 1, j0] + wj * field[i0 + 1, j1]))
+
+    def at(field):
+        f = np.asarray(field)
+        return ((1 - wi) * ((1 - wj) * f[..., i0, j0] + wj * f[..., i0, j1])
+                + wi * ((1 - wj) * f[..., i0 + 1, j0] + wj * f[..., i0 + 1, j1]))
+    return at
+
+
+def _bilinear(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_c: float, lon_c: float) -> float:
+    """Bilinear value of a (lat, lon) field on the regular store grid (periodic in lon)."""
+    return float(_bilinear_at(lat, lon, lat_c, lon_c)(field))
 
 
 class _Generator:
-    """Holds everything drawn or precomputed once; `block(i0, i1)` returns the fields."""
+    """Holds everything drawn, integrated or precomputed once; `block(i0, i1)` returns the
+    fields of store steps i0 .. i1 - 1, the same however the period is cut into blocks."""
 
-    def __init__(self, cfg: SynthConfig, truth: pd.DataFrame):
+    def __init__(self, cfg: SynthConfig, truth: pd.DataFrame,
+                 params: dyn.DynamicsParams = dyn.DynamicsParams()):
         self.times, self.lat, self.lon, self.levels = synthetic_grid(cfg)
         rng = np.random.default_rng(cfg.seed)
         n_t, dt = len(self.times), float(cfg.freq_hours)
-        # weather = slowly evolving red noise carried eastward (drift, deg/day) by the westerlies
-        self.noise = {name: RedNoise(self.lat, self.lon, n_t, dt, tau, rng, drift_deg_per_day=drift)
-                      for name, tau, drift in (("theta", 240.0, 8.0), ("msl", 240.0, 8.0),
-                                               ("rh", 120.0, 8.0), ("sst", 480.0, 0.0))}
-        self.wave_phase = rng.uniform(0, 2 * np.pi, size=(2, len(_WAVE_MSL_PA)))
+        self.sst_noise = RedNoise(self.lat, self.lon, n_t, dt, 480.0, rng)
 
         self.lsm = land_sea_mask(self.lat, self.lon)
         self.zs = surface_geopotential(self.lat, self.lon, self.lsm)
         self.ocean = self.lsm < 0.5
-        # annual-mean insolation from 73 days of a reference year, and its global mean
-        ref_days = np.datetime64("2001-01-01T00", "ns") + np.arange(0, 365, 5) * np.timedelta64(1, "D")
-        self.q_annual = daily_mean_insolation(ref_days, self.lat).mean(axis=0)
-        self.theta_annual = _THETA_ANNUAL[0] - _THETA_ANNUAL[1] * np.abs(np.sin(np.deg2rad(self.lat))) ** 3
+        self.q_annual = _annual_insolation(self.lat)
 
         p = self.levels.astype(np.float64)
         self.t_ref = phys.reference_temperature(p)
@@ -152,57 +162,158 @@ class _Generator:
         self.t_ref_1000 = float(phys.reference_temperature(1000.0))
         self.a_1000 = float(phys.theta_weight(1000.0))
         self.w_1000 = float(storms_mod.warm_core_profile(1000.0))
+        # eddies are equivalent barotropic: geopotential A(p) phi with A(1000) = _A_SURFACE and
+        # A(500) = 1, made hypsometrically by a column anomaly kappa phi (warm ridges, cold troughs)
+        self.i_a_steer = float(phys.column_integral(phys.theta_weight, _P_STEER)[0])
+        self.kappa = (1.0 - _A_SURFACE) / (phys.R_DRY * self.i_a_steer)
+        self.amp = _A_SURFACE + phys.R_DRY * self.kappa * self.i_a
+
+        # the weather: integrated once for the whole period (after a spin-up)
+        self.spec = SpectralGrid(params.trunc)
+        n_spin = int(round(params.spinup_days * 24.0 / dt))
+        t_all = pd.date_range(end=self.times[0], periods=n_spin + 1, freq=f"{cfg.freq_hours}h")
+        t_all = t_all[:-1].append(self.times).to_numpy().astype("datetime64[ns]")
+        self.weather = dyn.integrate(self.spec, params, self._background(t_all), n_spin,
+                                     dt * 3600.0, rng)
+        self.eddy_grid = self.spec.on_grid(self.lat, len(self.lon))
 
         spacing = max(abs(self.lat[0] - self.lat[1]), self.lon[1] - self.lon[0])
         self.rm = storms_mod.storm_radius_deg(spacing)
         self.vgrid = storms_mod.VortexGrid(self.lat, self.lon)
+        lo, hi = storms_mod.STEERING_LEVELS_HPA
+        steer = (p >= lo) & (p <= hi)
+        self.steer = steer if steer.any() else np.ones_like(steer)
+        track_u, track_v = storms_mod.track_velocity(truth)
         index = {t: i for i, t in enumerate(self.times)}
         self.storms_at: dict[int, list] = {}
-        for row in truth.itertuples(index=False):
-            self.storms_at.setdefault(index[pd.Timestamp(row.time)], []).append(row)
+        self.steer_residual: list = []
+        for row, tu, tv in zip(truth.itertuples(index=False), track_u, track_v):
+            self.storms_at.setdefault(index[pd.Timestamp(row.time)], []).append((row, tu, tv))
 
-    # ---- predictable part ---------------------------------------------------------------------
-    def _lagged_insolation(self, t: np.ndarray, days: float) -> np.ndarray:
-        return daily_mean_insolation(t - np.timedelta64(int(days * 86400), "s"), self.lat)
+    # ---- the zonal climate and what the eddies see of it ----------------------------------------
+    def _zonal(self, t: np.ndarray, lat: np.ndarray, q_annual: np.ndarray | None = None):
+        """Zonal-mean column anomaly theta (K) and MSL (Pa), each (time, lat), on `lat`."""
+        q_annual = _annual_insolation(lat) if q_annual is None else q_annual
+        theta_annual = _THETA_ANNUAL[0] - _THETA_ANNUAL[1] * np.abs(np.sin(np.deg2rad(lat))) ** 3
+        q_col = daily_mean_insolation(_lagged(t, _LAG_DAYS["column"]), lat)
+        theta = theta_annual + _K_SEASON * (q_col - q_annual)
+        dec_itcz = solar_position(_lagged(t, _LAG_DAYS["itcz"]))["declination"]
+        itcz = 5.0 + 8.0 * np.sin(dec_itcz) / np.sin(np.deg2rad(23.44))
+        return theta, phys.msl_climatology(lat, itcz)
 
-    def _waves(self, t: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
-        """sum_m A_m E_h(phi) cos(m lam - omega_m t + phase) over both hemispheres h."""
-        days = (t - np.datetime64("2000-01-01", "ns")).astype(np.float64) / 86400e9
-        m = np.arange(1, len(amplitude) + 1)
-        omega = np.deg2rad(12.0 - 10.0 / m**2) * m  # rad/day of the phase m*lam
-        dec = solar_position(t)["declination"] / np.deg2rad(23.44)  # +1 NH summer
-        lam = np.deg2rad(self.lon)
-        out = np.zeros((len(t), len(self.lat), len(self.lon)), dtype=np.float32)
-        for h, sign in enumerate((1.0, -1.0)):
-            env = np.cos(np.deg2rad(self.lat)) * np.exp(-0.5 * ((self.lat - 50.0 * sign) / 12.0) ** 2)
-            winter = 1.0 - 0.4 * sign * dec  # stronger in the winter hemisphere
-            arg = -omega[None, :] * days[:, None] + self.wave_phase[h][None, :]  # (T, M)
-            cos_t = (np.cos(arg) * amplitude * winter[:, None]).astype(np.float32)
-            sin_t = (np.sin(arg) * amplitude * winter[:, None]).astype(np.float32)
-            cos_x = np.cos(m[:, None] * lam[None, :]).astype(np.float32)
-            sin_x = np.sin(m[:, None] * lam[None, :]).astype(np.float32)
-            # cos(m lam + arg) = cos(m lam) cos(arg) - sin(m lam) sin(arg)
-            zonal = cos_t @ cos_x - sin_t @ sin_x  # (T, X)
-            out += env.astype(np.float32)[None, :, None] * zonal[:, None, :]
+    def _background(self, t: np.ndarray) -> dyn.Background:
+        """The climate's 500 hPa zonal wind (the tapered geostrophic wind of its geopotential, as
+        in the store), meridional gradients of theta and ln rh, forcing envelope: on the
+        Gaussian latitudes of the dynamics, at times `t`."""
+        lat, d = self.spec.lat, 0.01
+        dy = EARTH_RADIUS * np.deg2rad(2 * d)
+        (th_n, msl_n), (th_s, msl_s) = self._zonal(t, lat + d), self._zonal(t, lat - d)
+        i_ref = float(phys.column_integral(phys.reference_temperature, _P_STEER)[0])
+
+        def z500(th, msl):
+            t1000 = self.t_ref_1000 + self.a_1000 * th
+            return phys.R_DRY * (t1000 * np.log(msl / 1e5) + i_ref + self.i_a_steer * th)
+
+        U = -(z500(th_n, msl_n) - z500(th_s, msl_s)) / dy * phys.geostrophic_factor(lat)
+        ln_rh = lambda x: np.log(phys.relative_humidity_climatology(x, np.array([1000.0]))[0])  # noqa: E731
+        dlnrh = np.broadcast_to((ln_rh(lat + d) - ln_rh(lat - d)) / dy, U.shape)
+        dec = (solar_position(t)["declination"] / np.deg2rad(23.44))[:, None]  # +1: NH summer
+        env = _FORCING_FLOOR + sum((1.0 - 0.4 * h * dec) * np.exp(-0.5 * ((lat - h * 45.0) / 12.0) ** 2)
+                                   for h in (1.0, -1.0))
+        return dyn.Background(U=U, dtheta_dy=(th_n - th_s) / dy, dlnrh_dy=dlnrh, env=env)
+
+    def _eddies(self, i0: int, i1: int):
+        """(u, v) rotational 500 hPa eddy wind, linear-balance geopotential, theta and r
+        anomalies on the store grid, each (n, lat, lon) float32; one time at a time, so that a
+        value never depends on the block it is computed in."""
+        w, g = self.weather, self.eddy_grid
+        out = np.empty((5, i1 - i0, len(self.lat), len(self.lon)), dtype=np.float32)
+        for k, j in enumerate(range(i0, i1)):
+            out[0, k], out[1, k] = g.wind(w.psi[j])
+            out[2, k] = g.values(w.phi[j])
+            out[3, k] = g.values(w.theta[j])
+            out[4, k] = g.values(w.r[j])
         return out
+
+    # ---- the environmental flow of the storms ------------------------------------------------------
+    def _steering(self, k: int, i: int, u_env: np.ndarray, v_env: np.ndarray):
+        """Geopotential patch (lat, lon) and its wind at store step i, built so that the mean
+        environmental wind over the steering levels at every storm centre equals the storm's
+        track velocity (one linear solve for all the storms of the step)."""
+        storms = [(s, tu, tv) for s, tu, tv in self.storms_at.get(i, ()) if np.isfinite(tu)]
+        if not storms:
+            return None
+        n = len(storms)
+        shapes = np.zeros((2 * n, len(self.lat), len(self.lon)), np.float32)
+        for a, (s, _, _) in enumerate(storms):
+            rows = self.vgrid.rows(s.lat, storms_mod.STEERING_EDGE_DEG)
+            r, ee, en = self.vgrid.polar(s.lat, s.lon, rows)
+            g = storms_mod.steering_envelope(r)
+            shapes[2 * a, rows], shapes[2 * a + 1, rows] = r * ee * g, r * en * g
+        su, sv = phys.balanced_wind(shapes, self.lat, self.lon)
+        mat = np.zeros((2 * n, 2 * n))
+        rhs = np.zeros(2 * n)
+        for a, (s, tu, tv) in enumerate(storms):
+            at = _bilinear_at(self.lat, self.lon, s.lat, s.lon)
+            mat[2 * a], mat[2 * a + 1] = at(su), at(sv)
+            rhs[2 * a] = tu - at(u_env[k])
+            rhs[2 * a + 1] = tv - at(v_env[k])
+        # Tikhonov-regularised: storms whose patches overlap share one smooth flow instead of
+        # cancelling each other's return flows with large amplitudes
+        lam = _STEER_RIDGE * np.max(np.abs(mat))
+        amp = np.linalg.solve(mat.T @ mat + lam * lam * np.eye(2 * n), mat.T @ rhs).astype(np.float32)
+        self.steer_residual.extend(np.hypot(*(mat @ amp - rhs).reshape(n, 2).T))
+        return (np.tensordot(amp, shapes, axes=1), np.tensordot(amp, su, axes=1),
+                np.tensordot(amp, sv, axes=1))
 
     # ---- one block of time steps ---------------------------------------------------------------
     def block(self, i0: int, i1: int) -> dict[str, np.ndarray]:
         t = self.times[i0:i1].to_numpy().astype("datetime64[ns]")
         n, ny, nx = len(t), len(self.lat), len(self.lon)
-        sin2 = np.sin(np.deg2rad(self.lat)) ** 2
         f32 = np.float32
+        lv = lambda x: np.asarray(x, dtype=f32)[None, :, None, None]  # noqa: E731
+        rd = f32(phys.R_DRY)
 
-        q_col = self._lagged_insolation(t, _LAG_DAYS["column"])
-        theta_zm = self.theta_annual + _K_SEASON * (q_col - self.q_annual)
-        theta = (theta_zm.astype(f32)[:, :, None] + self._waves(t, _WAVE_THETA_K)
-                 + f32(2.5) * (0.2 + 0.8 * sin2).astype(f32)[None, :, None] * self.noise["theta"].fields(i0, i1))
+        theta_zm, msl_zm = self._zonal(t, self.lat, self.q_annual)
+        ue, ve, phi, th_tr, r = self._eddies(i0, i1)
+        # Pa per m2 s-2 of geopotential at 1000 hPa (the hypsometric d Z1000 / d msl inverted)
+        rho = (msl_zm / (phys.R_DRY * (self.t_ref_1000 + self.a_1000 * theta_zm))).astype(f32)[:, :, None]
+        # the part of the state that is not the eddy streamfunction: zonal climate + temperature
+        # anomaly, its thermal low keeping the 500 hPa geopotential unchanged
+        theta_np = theta_zm.astype(f32)[:, :, None] + th_tr
+        msl_np = msl_zm.astype(f32)[:, :, None] - rho * f32(phys.R_DRY * self.i_a_steer) * th_tr
+        theta = theta_np + f32(self.kappa) * phi
+        msl_bg = msl_np + rho * f32(_A_SURFACE) * phi
 
-        dec_itcz = solar_position(t - np.timedelta64(int(_LAG_DAYS["itcz"] * 86400), "s"))["declination"]
-        itcz = 5.0 + 8.0 * np.sin(dec_itcz) / np.sin(np.deg2rad(23.44))
-        msl_bg = (phys.msl_climatology(self.lat, itcz).astype(f32)[:, :, None]
-                  + self._waves(t, _WAVE_MSL_PA)
-                  + f32(900.0) * (0.1 + 0.9 * sin2).astype(f32)[None, :, None] * self.noise["msl"].fields(i0, i1))
+        def hypsometric(msl, th, core=None):
+            t1000 = f32(self.t_ref_1000) + f32(self.a_1000) * th
+            col = lv(self.i_ref) + lv(self.i_a) * th[:, None]
+            if core is not None:
+                t1000 = t1000 + f32(self.w_1000) * core
+                col = col + lv(self.i_w) * core[:, None]
+            return rd * (t1000 * np.log(msl / f32(1e5)))[:, None] + rd * col
+
+        # environmental winds: balanced wind of the non-eddy part + A(p) x the rotational eddy wind
+        u, v = phys.balanced_wind(hypsometric(msl_np, theta_np), self.lat, self.lon)
+        u = u + lv(self.amp) * ue[:, None]
+        v = v + lv(self.amp) * ve[:, None]
+        ug, vg = phys.balanced_wind(msl_np, self.lat, self.lon, scale=1.0 / _RHO_AIR)
+        ug, vg = ug + f32(_A_SURFACE) * ue, vg + f32(_A_SURFACE) * ve
+
+        # each storm's environmental flow: a barotropic geopotential patch (in MSL and at every level)
+        sel = lambda x: x[:, self.steer].mean(axis=1)  # noqa: E731
+        u_steer, v_steer = sel(u), sel(v)
+        for k in range(n):
+            patch = self._steering(k, i0 + k, u_steer, v_steer)
+            if patch is None:
+                continue
+            dphi, du, dv = patch
+            msl_bg[k] += rho[k] * dphi
+            u[k] += du[None]
+            v[k] += dv[None]
+            ug[k] += du * (rho[k] / f32(_RHO_AIR))
+            vg[k] += dv * (rho[k] / f32(_RHO_AIR))
+        theta_bg = theta
 
         # storms: MSL deficit, warm core, winds, moistening
         msl_anom = np.zeros((n, ny, nx), f32)
@@ -212,7 +323,7 @@ class _Generator:
         wind10 = np.zeros((n, 2, ny, nx), f32)
         cb, sb = np.cos(np.deg2rad(storms_mod.INFLOW_DEG)), np.sin(np.deg2rad(storms_mod.INFLOW_DEG))
         for k in range(n):
-            for s in self.storms_at.get(i0 + k, ()):
+            for s, _, _ in self.storms_at.get(i0 + k, ()):
                 env = _bilinear(msl_bg[k], self.lat, self.lon, s.lat, s.lon)
                 dp0 = max(env - 100.0 * s.msl_hpa, 100.0)
                 vmax = s.wind_kt * storms_mod.KT_TO_MS
@@ -230,32 +341,22 @@ class _Generator:
         msl = msl_bg + msl_anom
 
         # temperature and hypsometric geopotential on the levels
-        lv = lambda x: np.asarray(x, dtype=f32)[None, :, None, None]  # noqa: E731
-        th, cr = theta[:, None], core[:, None]
-        temp = lv(self.t_ref) + lv(self.a) * th + lv(self.w) * cr
-        t1000_bg = f32(self.t_ref_1000) + f32(self.a_1000) * theta
-        t1000 = t1000_bg + f32(self.w_1000) * core
-        rd = f32(phys.R_DRY)
-        z_bg = rd * (t1000_bg * np.log(msl_bg / f32(1e5)))[:, None] + rd * (lv(self.i_ref) + lv(self.i_a) * th)
-        z = (rd * (t1000 * np.log(msl / f32(1e5)))[:, None]
-             + rd * (lv(self.i_ref) + lv(self.i_a) * th + lv(self.i_w) * cr))
-
-        u, v = phys.balanced_wind(z_bg, self.lat, self.lon)
+        temp = lv(self.t_ref) + lv(self.a) * theta_bg[:, None] + lv(self.w) * core[:, None]
+        z = hypsometric(msl, theta_bg, core)
         u = u + lv(self.wind_fac) * wind_tan[:, None, 0]
         v = v + lv(self.wind_fac) * wind_tan[:, None, 1]
-        ug, vg = phys.balanced_wind(msl_bg, self.lat, self.lon, scale=1.0 / _RHO_AIR)
         angle = (_SURFACE_WIND[1] * np.tanh(self.lat / 5.0)).astype(f32)[None, :, None]
         u10, v10 = phys.rotate_vectors(f32(_SURFACE_WIND[0]) * ug, f32(_SURFACE_WIND[0]) * vg, angle)
         u10, v10 = u10 + wind10[:, 0], v10 + wind10[:, 1]
 
-        rh = self.rh_clim.astype(f32)[None, :, :, None] * (
-            f32(1.0) + f32(0.25) * self.noise["rh"].fields(i0, i1)[:, None])
+        rh = self.rh_clim.astype(f32)[None, :, :, None] * np.exp(r)[:, None]
         rh = np.clip(rh + (f32(0.95) - rh) * moist[:, None], 0.02, 1.0)
         p_pa = lv(self.levels * 100.0)
         q = rh * phys.saturation_specific_humidity(temp, p_pa)
 
         # surface temperature: column + land seasonal extra + diurnal cycle - lapse rate * height
-        q_land = self._lagged_insolation(t, _LAG_DAYS["land"])
+        t1000_bg = f32(self.t_ref_1000) + f32(self.a_1000) * theta_bg
+        q_land = daily_mean_insolation(_lagged(t, _LAG_DAYS["land"]), self.lat)
         flux = instantaneous_toa_flux(t - np.timedelta64(3, "h"), self.lat, self.lon)
         q_now = daily_mean_insolation(t, self.lat)
         k_diurnal = _K_DIURNAL[0] + (_K_DIURNAL[1] - _K_DIURNAL[0]) * self.lsm
@@ -263,9 +364,10 @@ class _Generator:
                + (k_diurnal[None] * (flux - q_now[:, :, None])).astype(f32)
                - f32(0.0065 / phys.GRAVITY) * self.zs.astype(f32)[None])
 
-        q_sst = self._lagged_insolation(t, _LAG_DAYS["sst"])
-        sst_zm = self.t_ref_1000 + 0.9 * self.theta_annual + 0.015 * (q_sst - self.q_annual)
-        sst = sst_zm.astype(f32)[:, :, None] + f32(0.4) * self.noise["sst"].fields(i0, i1)
+        theta_annual = _THETA_ANNUAL[0] - _THETA_ANNUAL[1] * np.abs(np.sin(np.deg2rad(self.lat))) ** 3
+        q_sst = daily_mean_insolation(_lagged(t, _LAG_DAYS["sst"]), self.lat)
+        sst_zm = self.t_ref_1000 + 0.9 * theta_annual + 0.015 * (q_sst - self.q_annual)
+        sst = sst_zm.astype(f32)[:, :, None] + f32(0.4) * self.sst_noise.fields(i0, i1)
         sst = np.where(self.ocean[None], np.clip(sst, 271.35, 304.0), np.nan).astype(f32)
 
         tisr = toa_incident_solar_radiation(t, self.lat, self.lon)
@@ -275,6 +377,16 @@ class _Generator:
                "mean_sea_level_pressure": msl, "sea_surface_temperature": sst,
                "toa_incident_solar_radiation": tisr}
         return {k: np.ascontiguousarray(a, dtype=f32) for k, a in out.items()}
+
+
+def _lagged(t: np.ndarray, days: float) -> np.ndarray:
+    return t - np.timedelta64(int(days * 86400), "s")
+
+
+def _annual_insolation(lat: np.ndarray) -> np.ndarray:
+    """Annual-mean daily insolation (W m-2) on `lat`, from 73 days of a reference year."""
+    ref_days = np.datetime64("2001-01-01T00", "ns") + np.arange(0, 365, 5) * np.timedelta64(1, "D")
+    return daily_mean_insolation(ref_days, lat).mean(axis=0)
 
 
 def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
