@@ -502,7 +502,7 @@ def _document(lay: RunLayout, inp: _Inputs, summary: dict, stages: Sequence[Mapp
         world = int(np.prod(mesh)) if mesh else 1
         meta = inp.record.get("meta", {})
         doc.table(["", "this run"], [
-            ["mesh", " x ".join(f"{n}{v}" for n, v in zip(("dp", "pp", "wy", "wx", "sp"), mesh)) + f" ({world} ranks)"],
+            ["mesh", " x ".join(f"{n}{v}" for n, v in zip(("dp", "pp", "wy", "wx", "sp"), mesh)) + f" ({world} rank{'s' if world > 1 else ''})"],
             ["model", f"dim {c.model.dim}, depth {c.model.depth}, heads {c.model.heads}, MLP {c.model.mlp_hidden}, "
                       f"window {c.model.window[0]}x{c.model.window[1]}"],
             ["training", f"{inp.record.get('step', '?')} steps, {inp.record.get('samples_seen', '?')} samples, "

@@ -96,7 +96,7 @@ def plot_headline(head: xr.Dataset, path: str | os.PathLike, *, title: str | Non
     climatology (and the fair CRPS beside their MAE), and the mean spread/skill with the
     line at 1 and, if given, a target band `ssr_band`. `small`: a compact figure (README)."""
     hours = head["lead_hours"].values
-    size, dpi = ((7.2, 2.9), 90) if small else ((10, 3.8), 110)
+    size, dpi = ((7.2, 3.3), 90) if small else ((10, 4.2), 110)
     fig, (a, b) = plt.subplots(1, 2, figsize=size, constrained_layout=True)
     for name, label, style in (("rmse_ensmean", "model RMSE (ens. mean)", {"color": "tab:blue", "lw": 2}),
                                ("rmse_persistence", "persistence RMSE", _PERS),
@@ -109,7 +109,7 @@ def plot_headline(head: xr.Dataset, path: str | os.PathLike, *, title: str | Non
     a.set_xlabel("lead [h]")
     a.set_ylabel("standardised units")
     a.set_title("error vs lead (mean over channels)", fontsize=9)
-    a.legend(fontsize=7, ncol=2)
+    a.legend(fontsize=6.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     if "ssr" in head:
         _line(b, hours, head["ssr"].values, {"color": "tab:green", "lw": 2}, "spread/skill")
     b.axhline(1.0, color="k", lw=0.8, alpha=0.5)
