@@ -69,7 +69,7 @@ from aeris.data.tiling import chunk_tile
 
 __all__ = ["prepare", "ensure_prepared", "prepared_path", "PreparedStore", "IOCounter", "expected_record",
            "record_differences", "read_prepared_record", "prepare_block", "PrepareJob", "write_shard",
-           "shard_key", "encode_raw_shard", "raw_shard_parts", "FORMAT", "PLAN_FORMAT"]
+           "shard_key", "encode_raw_shard", "raw_shard_parts", "index_runs", "FORMAT", "PLAN_FORMAT"]
 
 FORMAT = "aeris-prepared/1"
 PLAN_FORMAT = "aeris-prepare-plan/1"   # the plan of a build in progress (resuming checks it)
@@ -334,9 +334,7 @@ class PreparedStore:
         tile_x = np.asarray([cx[int(t)] for t in tiles[:, 1]], dtype=np.int64)
         buf = np.empty((len(tile_rows), len(tile_cols), C, th, tw), dtype=np.float32)
         order = np.argsort(flat, kind="stable")
-        wanted = np.unique(flat)
-        cuts = np.nonzero(np.diff(wanted) > INDEX_GAP + 1)[0] + 1
-        index_runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, cuts) if len(r)]
+        runs_of_index = index_runs(flat)
         index_bytes = ny * nx * 16 + 4
         index = np.empty((ny * nx, 2), dtype="<u8")
         for k, t in enumerate(steps):
@@ -345,7 +343,7 @@ class PreparedStore:
             path = os.path.join(self.path, name, *key.split("/"))
             with open(path, "rb") as f:
                 index_at = os.fstat(f.fileno()).st_size - index_bytes
-                for a, b in index_runs:
+                for a, b in runs_of_index:
                     raw = os.pread(f.fileno(), (b - a) * 16, index_at + a * 16)
                     index[a:b] = np.frombuffer(raw, dtype="<u8").reshape(b - a, 2)
                     self.io.count(len(raw))
@@ -382,6 +380,14 @@ class PreparedStore:
         if diffs:
             raise DataError(f"the prepared store {self.path} was built with a different configuration: "
                             + "; ".join(diffs) + " (rebuild it: `aeris data prepare --overwrite`)")
+
+
+def index_runs(tile_ids: np.ndarray, gap: int | None = None) -> list[tuple[int, int]]:
+    """The ranges [a, b) of shard index entries `read_tiles` reads for the flat tile ids asked:
+    runs of them with at most ``gap`` (default `INDEX_GAP`) unwanted entries between two."""
+    wanted = np.unique(np.asarray(tile_ids, dtype=np.int64))
+    cuts = np.nonzero(np.diff(wanted) > (INDEX_GAP if gap is None else gap) + 1)[0] + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, cuts) if len(r)]
 
 
 # ---- building --------------------------------------------------------------------------------
