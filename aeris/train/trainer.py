@@ -36,7 +36,7 @@ from aeris.config import Config, dump_config, to_dict
 from aeris.data.config import DataConfig
 from aeris.data.dataset import ForecastDataset
 from aeris.data.prepared import ensure_prepared
-from aeris.data.tiling import chunk_tile
+from aeris.data.tiling import chunk_tile, piece_tile
 from aeris.diffusion.trigflow import loss_normaliser
 from aeris.diffusion.weights import latitude_weight_field, variable_weights
 from aeris.forecast.ensemble import init_hours, member_keys
@@ -168,6 +168,12 @@ class Trainer:
                        if e.reads_data else None)
         # the steps' data: read in the step here; `run` reads ahead (data.prefetch_steps)
         self.loader = self._step_loader(0) if e.reads_data else None
+        amp = self.train_ds.read_amplification() if e.is_root and e.reads_data else 1.0
+        if amp > 1.0:  # a store tiled for other pieces: say how to read only the tokens
+            th, tw = self.train_ds.store.tile
+            log.info("%srank 0 reads %.2fx the bytes of its tokens from the %dx%d tiles of the prepared store; one "
+                     "built with data.tile=%s reads exactly them (docs/data.md, \"Prepared training store\")",
+                     self._tag, amp, th, tw, list(piece_tile(cfg.model.window, cfg.swipe.sp)))
         H, W = self.spec.grid
         with torch.device("meta"):  # shapes only
             whole = AerisNet.for_data(cfg.model, len(self.spec.channels), self.spec.n_forcing, self.spec.grid)
