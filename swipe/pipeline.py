@@ -33,6 +33,7 @@ model. See docs/pipeline.md, "Executor".
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -172,10 +173,14 @@ class _Batch:
     def __init__(self, works):
         self.works, self.done = works, False
 
-    def wait(self, counter: CommCounter) -> None:
-        if not self.done:
-            wait_all(self.works, counter, "p2p")
-            self.done = True
+    def wait(self, counter: CommCounter) -> float:
+        """Wait (once); returns the wall seconds blocked (0 when already waited for)."""
+        if self.done:
+            return 0.0
+        t0 = time.perf_counter()
+        wait_all(self.works, counter, "p2p")
+        self.done = True
+        return time.perf_counter() - t0
 
 
 # ---- executor ---------------------------------------------------------------------------------
@@ -212,6 +217,7 @@ class PipelineExecutor:
         self.grad_send_route = recv_route.inverse() if recv_route is not None else None
         self.grad_recv_route = send_route.inverse() if send_route is not None else None
         self.counter = counter
+        self.wait_s = 0.0
         self.post_ahead = post_ahead
 
     def _posts_ahead(self) -> bool:
@@ -254,6 +260,7 @@ class PipelineExecutor:
     def _run(self, schedule, train: bool, forward, act_shape, dtype, device, before_backward=None,
              n_micro: int = 0) -> list[torch.Tensor]:
         S = _ds_schedule()
+        self.wait_s = 0.0   # seconds blocked on this schedule's sends and receives (bubble + transfer)
         recv_types, send_types = (S.RecvActivation, S.RecvGrad), (S.SendActivation, S.SendGrad)
         steps = [list(cmds) for cmds in schedule.steps()]
         ahead = self._posts_ahead()
@@ -325,7 +332,7 @@ class PipelineExecutor:
 
         def received(key: tuple[str, int]) -> torch.Tensor:
             batch, fin = pending.pop(key)
-            batch.wait(ctr)
+            self.wait_s += batch.wait(ctr)
             return fin()
 
         post(0, recv_types + send_types, True)
@@ -361,7 +368,7 @@ class PipelineExecutor:
             # the previous sends had this step's compute to complete (their receives were posted
             # no later than they were): bounded buffers, and errors surface here
             while sends:
-                sends.pop().wait(ctr)
+                self.wait_s += sends.pop().wait(ctr)
             post(t + 1, send_types + recv_types, True)
         if outputs or pending or (train and inputs):
             raise PipelineError(f"stage {self.stage}: schedule ended with unconsumed buffers "

@@ -34,11 +34,16 @@ def batch_noise(layout: WindowLayout, rank: int, sample_keys: Sequence[Sequence[
 
 
 def diffusion_loss(model, ctx, batch: dict, sample_keys: Sequence[Sequence[int]], cfg: DiffusionConfig,
-                   w_token: torch.Tensor, w_channel: torch.Tensor, normaliser: float) -> torch.Tensor:
-    """TrigFlow loss of one micro-batch on this rank's tokens / normaliser (see trigflow_loss)."""
+                   w_token: torch.Tensor, w_channel: torch.Tensor, normaliser: float,
+                   noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """TrigFlow loss of one micro-batch on this rank's tokens / normaliser (see trigflow_loss).
+
+    ``noise``: the micro-batch's ``batch_noise`` (z, t) when the caller drew it (e.g. to time
+    it); drawn here otherwise."""
     x0 = batch["target"]
     cond = torch.cat([batch["cond"], batch["forcing"]], dim=-1)
-    z, t = batch_noise(ctx.layout, ctx.rank, sample_keys, x0.shape[-1], cfg, x0.dtype, x0.device)
+    z, t = noise if noise is not None else \
+        batch_noise(ctx.layout, ctx.rank, sample_keys, x0.shape[-1], cfg, x0.dtype, x0.device)
 
     def model_fn(x_scaled, cond_, t_):
         return model(network_input(x_scaled, cond_), t_, ctx)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from aeris.diffusion.config import DiffusionConfig
-from aeris.diffusion.objective import diffusion_loss
+from aeris.diffusion.objective import batch_noise, diffusion_loss
 from aeris.diffusion.weights import token_weights
 from aeris.forecast.ensemble import sample_residuals
 from aeris.model.network import AerisNet
@@ -115,6 +116,14 @@ class Engine(Protocol):
     def comm_record(self) -> dict[str, int]:
         """Bytes moved by kind in the last step ({} without communication)."""
 
+    def step_times(self) -> dict[str, float]:
+        """This rank's seconds of the last ``gradients`` spent drawing noise (``noise_s``),
+        blocked in its own collectives and exchanges (``comm_wait_s``) and blocked on pipeline
+        sends and receives (``bubble_s``: the 1F1B bubble plus the transfers)."""
+
+    def gather_rows(self, row: Sequence[float]) -> list[list[float]]:
+        """Every rank's ``row`` (same length everywhere), in rank order; a collective call."""
+
     def describe(self) -> str | None:
         """Lines printed at the start of a run (None: nothing to say)."""
 
@@ -133,6 +142,7 @@ class SerialEngine:
                  w_channel, device: torch.device, amp: torch.dtype | None = None):
         self.model = net.to(device)
         self.device, self.diffusion, self.amp = torch.device(device), diffusion, amp
+        self.noise_s = 0.0   # seconds of the last gradients() spent drawing noise
         H, W = net.grid
         self.layout = WindowLayout(H, W, *net.cfg.window)
         self.ctx = SerialContext(self.layout)
@@ -149,11 +159,16 @@ class SerialEngine:
         return self.optimizer
 
     def _loss(self, mb: MicroBatch, normaliser: float) -> torch.Tensor:
+        x0 = mb.data["target"]
+        t0 = time.perf_counter()
+        noise = batch_noise(self.layout, 0, mb.keys, x0.shape[-1], self.diffusion, x0.dtype, x0.device)
+        self.noise_s += time.perf_counter() - t0
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             return diffusion_loss(self.model, self.ctx, mb.data, mb.keys, self.diffusion,
-                                  self.w_token, self.w_channel, normaliser)
+                                  self.w_token, self.w_channel, normaliser, noise)
 
     def gradients(self, mbs, normaliser, *, grad_clip):
+        self.noise_s = 0.0
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -207,6 +222,12 @@ class SerialEngine:
 
     def comm_record(self) -> dict[str, int]:
         return {}
+
+    def step_times(self) -> dict[str, float]:
+        return {"noise_s": self.noise_s, "comm_wait_s": 0.0, "bubble_s": 0.0}
+
+    def gather_rows(self, row):
+        return [list(row)]
 
     def describe(self) -> str | None:
         return None

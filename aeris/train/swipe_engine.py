@@ -23,6 +23,7 @@ stage (inside `AerisStage.forward`).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Sequence
 
@@ -72,6 +73,7 @@ class SwipeEngine:
         self.stage = MeshStage.build(net, mesh, split, self.counter)
         self.model, self.ctx, self.layout = self.stage.model, self.stage.ctx, self.stage.layout
         self.plans, self.plan, self.executor = self.stage.plans, self.stage.plan, self.stage.executor
+        self.noise_s = 0.0   # seconds of the last gradients() spent drawing noise
         meta = next(self.model.parameters()).is_meta
         if meta and (device is None or seed is None):
             raise ValueError("a meta-device network needs the rank's device and the init seed")
@@ -163,8 +165,10 @@ class SwipeEngine:
 
     def _noisy(self, mb: MicroBatch):
         x0 = mb.data["target"].to(self.device, self.dtype)
+        t0 = time.perf_counter()
         z, t = batch_noise(self.layout, self.ctx.rank, mb.keys, x0.shape[-1], self.diffusion, self.dtype,
                            self.device)
+        self.noise_s += time.perf_counter() - t0
         return trigflow_inputs(x0, z, t, self.diffusion.sigma_data)
 
     def _forward_fn(self, mbs: Sequence[MicroBatch], normaliser: float | None, keep_outputs: bool,
@@ -254,6 +258,7 @@ class SwipeEngine:
         if self.optimizer is None:
             raise RuntimeError("call build_optimizer() before training")
         self.counter.reset()
+        self.noise_s = 0.0
         self._step_micro_batches = len(mbs)   # for comm_record's calls per block
         self.optimizer.zero_grad(set_to_none=True)
         local = self.forward_backward(mbs, normaliser, keep_outputs)
@@ -320,6 +325,21 @@ class SwipeEngine:
         rec.update({f"calls_{k}_per_block_rank0": self.counter.calls[k] / per if per else None for k in KINDS})
         rec.update({f"seconds_{k}_rank0": self.counter.seconds[k] for k in KINDS})
         return rec
+
+    def step_times(self) -> dict[str, float]:
+        """Seconds of the last ``gradients``: noise, own communication (Ulysses, frame changes,
+        scalar all-reduces; FSDP2's gathers run inside its hooks and count as compute) and the
+        pipeline's blocked sends/receives (bubble + transfer)."""
+        bubble = self.executor.wait_s
+        return {"noise_s": self.noise_s, "comm_wait_s": max(0.0, sum(self.counter.seconds.values()) - bubble),
+                "bubble_s": bubble}
+
+    def gather_rows(self, row: Sequence[float]) -> list[list[float]]:
+        world, me = dist.get_world_size(), dist.get_rank()
+        table = torch.zeros(world, len(row), dtype=torch.float64, device=self.device)
+        table[me] = torch.tensor([float(v) for v in row], dtype=torch.float64)
+        dist.all_reduce(table)
+        return table.cpu().tolist()
 
     def describe(self) -> str:
         s, lay = self.mesh.shape, self.layout

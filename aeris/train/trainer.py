@@ -415,7 +415,19 @@ class Trainer:
                "paper_tflops": self.paper_flops_per_sample * self.global_batch / res.seconds / 1e12,
                "data_wait_s": res.data_wait_s}
         rec.update(self.engine.comm_record())
+        rec.update(self._time_split(res))
         return rec
+
+    def _time_split(self, res: StepResult) -> dict:
+        """Where the step's time went (docs/training.md, "Step time"): rank 0's split and every
+        rank's (``rank_times``); compute = the rest of the step. A collective call."""
+        t = self.engine.step_times()
+        parts = [res.data_wait_s, t["noise_s"], t["comm_wait_s"], t["bubble_s"]]
+        row = [res.seconds, *parts, max(0.0, res.seconds - sum(parts))]
+        keys = ("seconds", "data_wait_s", "noise_s", "comm_wait_s", "bubble_s", "compute_s")
+        table = self.engine.gather_rows(row)
+        return {"noise_s": t["noise_s"], "comm_wait_s": t["comm_wait_s"], "bubble_s": t["bubble_s"],
+                "compute_s": row[-1], "rank_times": [dict(zip(keys, r)) for r in table]}
 
     def _step_line(self, rec: dict) -> str:
         line = ("{tag}step {step} loss {loss:.5f} |g| {grad_norm:.4f} {samples_per_s:.2f} samples/s "

@@ -20,6 +20,7 @@ import torch
 from aeris.diffusion.config import DiffusionConfig
 from aeris.model.config import ModelConfig
 from aeris.model.network import AerisNet
+from swipe.comm import KINDS
 from swipe.testing import run_distributed
 
 H, W, C, NF = 8, 16, 3, 2
@@ -69,7 +70,8 @@ def _step(mesh_sizes):
         eng.train_step(mbs, float(H * W * M), lr=1e-4, grad_clip=1.0)
         out[checkpoint] = {"rec": eng.comm_record(), "calls": dict(eng.counter.calls),
                            "blocks": len(eng.plan.blocks),
-                           "p2p": expected_p2p_calls(net, eng.layout, eng.plan, mesh.window_rank)}
+                           "p2p": expected_p2p_calls(net, eng.layout, eng.plan, mesh.window_rank),
+                           "times": eng.step_times(), "rows": eng.gather_rows([torch.distributed.get_rank(), 1.5])}
     return out
 
 
@@ -95,6 +97,13 @@ def check_calls(pp: int, checkpoint: bool, r: dict) -> None:
     # the step's scalars: grad norm^2 and loss over the weight group (+ the pp group)
     assert r["calls"]["all_reduce"] == (4 if pp > 1 else 2)
     assert rec["seconds_all_to_all_rank0"] > 0 and rec["seconds_p2p_rank0"] > 0
+    # the step-time split (docs/training.md, "Step time"): every stage here draws noise (the first
+    # for its input, the last for its target); pipeline waits only with pp > 1
+    t = r["times"]
+    assert t["noise_s"] > 0 and t["comm_wait_s"] > 0
+    assert (t["bubble_s"] > 0) == (pp > 1)
+    assert t["comm_wait_s"] + t["bubble_s"] == pytest.approx(sum(rec[f"seconds_{k}_rank0"] for k in KINDS))
+    assert r["rows"] == [[float(k), 1.5] for k in range(4)]   # every rank's row, in rank order
 
 
 def test_step_line_shows_calls_per_block():

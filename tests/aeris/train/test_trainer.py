@@ -29,7 +29,7 @@ TEST = ["2020-08-09T06:00", "2020-08-10T18:00"]
 VARIABLES = {"t2m": "2m_temperature", "u10": "10m_u_component_of_wind", "v10": "10m_v_component_of_wind",
              "msl": "mean_sea_level_pressure", "z": "geopotential", "t": "temperature"}
 TIMING_KEYS = {"seconds", "samples_per_s", "tflops", "tflops_per_rank", "mfu", "paper_tflops",
-               "data_wait_s"}  # wall-clock dependent
+               "data_wait_s", "noise_s", "comm_wait_s", "bubble_s", "compute_s", "rank_times"}  # wall-clock dependent
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +352,18 @@ def test_asynchronous_checkpoints_equal_synchronous_ones(store, tmp_path):
             assert torch.equal(v, b["model"][k]) and torch.equal(a["ema"][k], b["ema"][k]), (name, k)
     # and the asynchronous run resumes from its own checkpoint
     assert Trainer(_cfg(root, tmp_path / "async", *args), resume=True).step == 3
+
+
+def test_step_record_splits_the_step_time(store, tmp_path):
+    """data wait + noise + communication + bubble + compute = the step, per rank; the serial
+    engine has no communication; noise is timed where it is drawn."""
+    root, _ = store
+    t = Trainer(_cfg(root, tmp_path / "split", "train.steps=2", "train.warmup_steps=1"), resume=False)
+    t.run()
+    for r in read_metrics(tmp_path / "split" / "metrics.jsonl"):
+        (mine,) = r["rank_times"]
+        assert mine["seconds"] == pytest.approx(r["seconds"])
+        parts = sum(mine[k] for k in ("data_wait_s", "noise_s", "comm_wait_s", "bubble_s", "compute_s"))
+        assert parts == pytest.approx(r["seconds"], rel=1e-9)
+        assert r["noise_s"] > 0 and r["comm_wait_s"] == r["bubble_s"] == 0.0
+        assert 0 < r["compute_s"] < r["seconds"]
