@@ -18,8 +18,9 @@ import html
 import json
 import os
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +32,7 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from aeris.atomic import atomic_write  # noqa: E402
-from aeris.config import Config, from_dict  # noqa: E402
+from aeris.config import Config, ConfigError, from_dict  # noqa: E402
 from aeris.data.stats import stats_path  # noqa: E402
 from aeris.data.store import open_store  # noqa: E402
 from aeris.evaluate import summary as S  # noqa: E402
@@ -101,6 +102,29 @@ def _run_record(train: Path) -> dict | None:
     return json.loads(found[-1].read_text()) if found else None
 
 
+def _known(cls: type, data: dict) -> dict:
+    """`data` without the keys dataclass `cls` (and its nested sections) does not have."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    return {k: _known(hints[k], v) if is_dataclass(hints[k]) and isinstance(v, dict) else v
+            for k, v in data.items() if k in names}
+
+
+def _config_of(record: dict | None) -> tuple[Config | None, str]:
+    """The training config of a checkpoint record, and a note when it had to be adapted: a
+    checkpoint of an older version may carry keys this version dropped (they are left out)."""
+    if record is None:
+        return None, ""
+    raw = json.loads(record["config"])
+    try:
+        return from_dict(Config, raw), ""
+    except ConfigError as e:
+        try:
+            return from_dict(Config, _known(Config, raw)), f"config keys unknown to this version left out ({e})"
+        except ConfigError as e2:
+            return None, f"the checkpoint's config cannot be read: {e2}"
+
+
 def _read_csv(path: Path, times: Sequence[str] = ()) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
@@ -118,6 +142,7 @@ class _Inputs:
     headline: xr.Dataset | None
     headline_note: str
     cfg: Config | None
+    config_note: str
     record: dict | None
     metrics: list[dict]
     matched: pd.DataFrame
@@ -141,7 +166,7 @@ def _inputs(lay: RunLayout) -> _Inputs:
         with xr.open_dataset(lay.scores / "spectra.nc") as f:
             spectra = f.load()
     record = _run_record(lay.train)
-    cfg = from_dict(Config, json.loads(record["config"])) if record else None
+    cfg, config_note = _config_of(record)
     headline, note = None, ""
     if cfg is not None:
         sp = stats_path(cfg.data)
@@ -151,7 +176,7 @@ def _inputs(lay: RunLayout) -> _Inputs:
         else:
             note = f"no statistics file {sp}: no standardised headline"
     else:
-        note = f"no checkpoint in {lay.train}: the training config (and its statistics) are unknown"
+        note = config_note or f"no checkpoint in {lay.train}: the training config (and its statistics) are unknown"
     metrics = read_metrics(lay.train / "metrics.jsonl") if (lay.train / "metrics.jsonl").exists() else []
     sd = lay.storm_dir
     matched = _read_csv(sd / "matched_tracks.csv", ("init", "time"))
@@ -169,8 +194,8 @@ def _inputs(lay: RunLayout) -> _Inputs:
         ds.close()
     else:
         inits, n_members = [], int(scores.attrs.get("n_members", 0))
-    return _Inputs(scores, spectra, headline, note, cfg, record, metrics, matched, members, ensemble, best,
-                   by_lead, detection, inits, n_members)
+    return _Inputs(scores, spectra, headline, note, cfg, config_note, record, metrics, matched, members,
+                   ensemble, best, by_lead, detection, inits, n_members)
 
 
 # ---- the document: blocks rendered to markdown and to html ----------------------------------------
@@ -516,6 +541,8 @@ def _document(lay: RunLayout, inp: _Inputs, summary: dict, stages: Sequence[Mapp
             ["climatology", f"{a.get('climatology_kind', '?')} from {a.get('climatology', '?')}"
                             + (f" ({a['climatology_note']})" if a.get("climatology_note") else "")],
         ])
+        if inp.config_note:
+            doc.p(f"Note: {inp.config_note}.")
         src = Path(c.data.path)
         if src.exists():
             attrs = open_store(src).attrs

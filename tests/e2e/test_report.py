@@ -96,7 +96,9 @@ def tiny_run(tmp_path_factory):
     cfg = load_config("demo", [f"data.path={tmp / 'truth.zarr'}", f"train.out_dir={run}"])
     ck = run / "checkpoints" / "step_00000002"
     ck.mkdir(parents=True)
-    (ck / "run.json").write_text(json.dumps({"step": 2, "samples_seen": 4, "config": json.dumps(to_dict(cfg)),
+    old = to_dict(cfg)
+    old["model"]["retired_option"] = 1  # a checkpoint of an older version: a key this one dropped
+    (ck / "run.json").write_text(json.dumps({"step": 2, "samples_seen": 4, "config": json.dumps(old),
                                              "mesh": [1, 2, 1, 1, 2], "meta": {"grid": [8, 16],
                                                                                "channels": ["t2m"] * 8}}))
     recs = [{"step": s, "loss": 10.0 / s, "samples_per_s": 2.0 + s, "seconds": 0.5, "tflops": 0.01, "mfu": 0.02}
@@ -127,6 +129,7 @@ def test_report_and_summary_have_every_section_and_key(tiny_run):
         assert (run / "report_files" / name).exists(), name
     assert "aeris train --config demo" in md and "dp1 x pp2 x wy1 x wx1 x sp2 (4 ranks)" in md
     assert "| era5_synth | 0.75 | 0.00 | 4 | 3 | 3 | 0 |" in md
+    assert "config keys unknown to this version left out" in md and "retired_option" in md
 
 
 def test_summary_numbers_match_independent_computations(tiny_run):
