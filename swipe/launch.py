@@ -31,6 +31,10 @@ so that libraries reading them (DeepSpeed, torch elastic helpers) agree with us.
 Backend from the device: nccl (CUDA), xccl or ccl (Intel XPU, whichever is available), gloo
 (CPU). Device: ``device`` if given, else CUDA, XPU or CPU, whichever exists; accelerator index
 = local rank modulo the visible devices.
+
+Threads: `configure_threads` sets a rank's torch threads from a requested number or what the
+launcher says about its cores (`threads_per_rank`: OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, PBS
+NCPUS, the CPU affinity / local ranks), never oversubscribing a node's cores.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def test_rollout_benchmark_json(tmp_path):
     assert res["nfe"] == 2 * res["sampler_steps"] - 1 == 3
     best = min(res["forward_s_per_member"].values())
     assert res["evaluations_s_per_member_step"] == pytest.approx(3 * best, rel=1e-3, abs=1e-4)
+    assert res["evaluations_cpu_s_per_member_step"] > 0
     for name, row in res["rollout"].items():
         assert row["member_step_s"] > 0 and 1 <= row["eval_batch"] <= 3
         assert row["ratio_to_evaluations"] == pytest.approx(row["member_step_s"] / res["evaluations_s_per_member_step"],
