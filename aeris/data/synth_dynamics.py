@@ -131,8 +131,9 @@ class Model:
         spec = self.spec
         psi = spec.inv_lap * state[0]
         coeffs = np.concatenate([psi[None], state])                 # psi, zeta, theta, r
-        gx = spec.synth(self.im * coeffs) / self.a_cos              # (1/(a cos)) d/dlam
-        gy = spec.synth(coeffs, spec.dP) / EARTH_RADIUS             # (1/a) d/dphi
+        # (1/(a cos)) d/dlam and (1/a) d/dphi of the four in one transform
+        g = spec.synth_pair(self.im * coeffs, coeffs)
+        gx, gy = g[0] / self.a_cos, g[1] / EARTH_RADIUS
         u, v = -gy[0], gx[0]
         adv = (U + u) * gx[1:] + v * gy[1:]
         adv[0] += v * qy

