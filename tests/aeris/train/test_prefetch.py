@@ -7,6 +7,7 @@ Tiny store (9x16 source grid -> 8x16 model grid, window 4x4, 6 channels), d = 16
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -190,8 +191,8 @@ def test_the_wait_of_a_read_in_the_step_is_at_least_the_read():
 
 # ---- a SWiPe mesh ---------------------------------------------------------------------------------
 def _mesh_rank(rank, world, root, out):
-    """pp 3 (first, middle, last stage), 2 steps: a run reading in the step, then one reading
-    ahead with every store read recorded by array."""
+    """pp 3 (first, middle, last stage), 2 steps and a validation loss: a run reading in the
+    step, then one reading ahead with every store read recorded by array."""
     reads: list[str] = []
     real = PreparedStore.read_tiles
 
@@ -202,14 +203,15 @@ def _mesh_rank(rank, world, root, out):
     logs = []
     for mode in ("sync", "ahead"):
         tr = Trainer(load_config("tiny", _overrides(root, Path(out) / mode, "swipe.pp=3", "train.steps=2",
+                                                    "train.val_every=2", "train.val_samples=2",
                                                     f"data.prefetch_steps={0 if mode == 'sync' else 2}")),
                      resume=False)
         if mode == "ahead":
             PreparedStore.read_tiles = spy
         tr.run()
         PreparedStore.read_tiles = real
-        logs.append([(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(Path(out) / mode / "metrics.jsonl")]
-                    if rank == 0 else None)
+        logs.append([(r["step"], r["loss"], r["grad_norm"], r.get("val_loss"))
+                     for r in read_metrics(Path(out) / mode / "metrics.jsonl")] if rank == 0 else None)
         # this rank's shards (a DTensor comparison would be a collective)
         params = {n: p.to_local().detach().clone() for n, p in tr.model.named_parameters()}
         if mode == "sync":
@@ -226,7 +228,7 @@ def test_pipeline_stages_read_only_their_arrays_and_train_alike(root, tmp_path):
     assert res[0]["reads"] == ["forcing", "state", "static"]
     assert res[1]["fields"] == () and res[1]["reads"] == [] and res[1]["n_reads"] == 0
     assert res[2]["fields"] == ("target",) and res[2]["reads"] == ["state"]  # no forcings, no static fields
-    assert res[2]["n_reads"] == 2 * 4  # one state read (t and t+dt) per sample
+    assert res[2]["n_reads"] == 2 * 4 + 2  # one state read (t and t+dt) per training and validation sample
     sync, ahead = res[0]["logs"]
-    assert sync == ahead and len(sync) == 2
+    assert sync == ahead and len(sync) == 2 and math.isfinite(sync[-1][3])  # validation: the last stage's labels
     assert all(r["same_params"] and r["threads"] == 0 for r in res.values())
