@@ -288,7 +288,7 @@ def test_aeris_train_cli(store, tmp_path, capsys):
                      "--skill-inits", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    last = json.loads(out.splitlines()[0])
+    last = json.loads(next(line for line in out.splitlines() if line.startswith("{")))  # after the log lines
     assert last["step"] == 2 and math.isfinite(last["val_loss"])
     assert "persistence" in out and "ensemble mean" in out
     run = tmp_path / "run"
