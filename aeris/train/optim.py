@@ -98,9 +98,7 @@ def adamw(groups: list[dict], *, lr: float, betas, eps: float) -> torch.optim.Ad
     """torch AdamW over ``groups`` with the kernel `adamw_kernel` picks (logged)."""
     kw, why = adamw_kernel([p for g in groups for p in g["params"]])
     log.info("AdamW: %s", why)
-    opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
-    opt.kernel = why  # what was chosen and why, for logs and tests
-    return opt
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
 
 
 def build_optimizer(model: torch.nn.Module, *, lr: float, betas, eps: float, weight_decay: float,
