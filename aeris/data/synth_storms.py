@@ -20,6 +20,16 @@ wind is ~0.8-1.2 x V_max). A wider vortex has a flat core: on a 2.8125-degree gr
 one cell from the centre then rises by less than the 200 Pa of the published closed-contour
 test whenever the centre lies between two grid points, so even hurricanes were missed
 (docs/evaluation.md, "Detection on the synthetic reanalysis").
+
+Environmental flow: each storm sits in a barotropic geopotential patch
+
+    dPhi(r) = (A_x x + A_y y) G(r),   G = 1 for r <= STEERING_CORE_DEG, cos^2 to 0 at STEERING_EDGE_DEG
+
+(x, y the local east and north distances), whose geostrophic wind is uniform near the centre.
+`aeris.data.synthetic` solves for (A_x, A_y) of all the storms of a time together so that
+the mean wind over the steering levels (STEERING_LEVELS_HPA) at every centre equals the
+storm's best-track velocity (`track_velocity`): the storms move with the wind around them
+(docs/data.md, "Synthetic reanalysis").
 """
 
 from __future__ import annotations
