@@ -40,6 +40,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from aeris.data.synth_physics import EARTH_RADIUS
+
 __all__ = [
     "BASINS", "KT_TO_MS", "HOLLAND_B", "INFLOW_DEG",
     "load_ibtracs", "select_storms", "interpolate_tracks",
@@ -151,7 +153,6 @@ def track_velocity(truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(east, north) velocity (m/s) of each row of a truth table (columns sid, time, lat, lon),
     from the centred difference of its track (one-sided at the ends; NaN for a storm seen at
     one time only): east = a cos(lat) dlon/dt (longitude unwrapped), north = a dlat/dt."""
-    from aeris.data.synth_physics import EARTH_RADIUS
     ue = np.full(len(truth), np.nan)
     vn = np.full(len(truth), np.nan)
     if len(truth) == 0:
