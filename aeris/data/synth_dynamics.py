@@ -47,6 +47,8 @@ class DynamicsParams:
     drag_days: float = 20.0          # eddy vorticity damping (friction; weak, so that eddies live long)
     zonal_days: float = 4.0          # extra relaxation of the zonal-mean (m = 0) flow to the climate
     theta_days: float = 8.0          # radiative relaxation of the column temperature anomaly
+    wtg_days: float = 1.0            # and its extra relaxation in the tropics (weak temperature
+    wtg_lat: float = 20.0            # gradients), e-folding in latitude (deg)
     moist_days: float = 5.0          # relaxation of the humidity anomaly (rain-out, mixing)
     hyper_hours: float = 6.0         # e-folding time of the n = T mode under del^8
     # vorticity forcing: band of total wavenumbers, rms amplitude (s-2), correlation time
@@ -126,18 +128,21 @@ class Model:
         self.beta = 2 * OMEGA * spec.cos[:, None] / EARTH_RADIUS
         self.im = 1j * spec.m
         self.a_cos = EARTH_RADIUS * spec.cos[:, None]
+        # weak temperature gradients in the tropics: theta relaxes there within wtg_days
+        self.wtg = (np.exp(-(spec.lat / params.wtg_lat) ** 2) / (params.wtg_days * day))[:, None]
 
     def _tendency(self, state, forcing, U, qy, grad_theta, grad_r):
         spec = self.spec
         psi = spec.inv_lap * state[0]
         coeffs = np.concatenate([psi[None], state])                 # psi, zeta, theta, r
-        # (1/(a cos)) d/dlam and (1/a) d/dphi of the four in one transform
-        g = spec.synth_pair(self.im * coeffs, coeffs)
-        gx, gy = g[0] / self.a_cos, g[1] / EARTH_RADIUS
+        # (1/(a cos)) d/dlam and (1/a) d/dphi of the four, and theta itself, in one transform
+        g = spec.synth_pair(np.concatenate([self.im * coeffs, state[1:2]]),
+                            np.concatenate([coeffs, np.zeros_like(state[1:2])]))
+        gx, gy = g[0, :4] / self.a_cos, g[1, :4] / EARTH_RADIUS
         u, v = -gy[0], gx[0]
         adv = (U + u) * gx[1:] + v * gy[1:]
         adv[0] += v * qy
-        adv[1] += v * grad_theta
+        adv[1] += v * grad_theta + self.wtg * g[0, 4]
         adv[2] += v * grad_r
         return -spec.analyse(adv) - self.damp * state + forcing
 

@@ -11,7 +11,7 @@ A = 6.371e6
 OMEGA = 7.292115e-5
 DT = 21600.0
 # no damping, no hyperdiffusion: the inviscid equations
-INVISCID = dyn.DynamicsParams(drag_days=1e12, zonal_days=1e12, theta_days=1e12, moist_days=1e12,
+INVISCID = dyn.DynamicsParams(drag_days=1e12, zonal_days=1e12, theta_days=1e12, wtg_days=1e12, moist_days=1e12,
                               hyper_hours=1e15)
 
 
