@@ -7,7 +7,7 @@ zeta = laplacian psi). The eddy vorticity, the column temperature anomaly theta 
 log-humidity anomaly r obey
 
     d zeta/dt = -V . grad(zeta + zeta_U + f) - zeta / tau_d - [zeta]_0 / tau_z - nu del^8 zeta + F_zeta
-    d theta/dt = -V . grad theta - v d theta_clim/dy - theta / tau_theta - nu del^8 theta + F_theta
+    d theta/dt = -V . grad theta - v d theta_clim/dy - theta / tau_theta - w(phi) theta - nu del^8 theta + F_theta
     d r/dt = -V . grad r - v d ln rh_clim/dy - r / tau_r - nu del^8 r + F_r
 
 with V = (U + u, v) the total 500 hPa wind, (u, v) the rotational wind of psi, zeta_U the
@@ -15,7 +15,9 @@ vorticity of U, f the Coriolis parameter and [zeta]_0 the zonal mean of zeta (th
 zonal flow, held near the insolation-driven climate): vorticity is carried by the flow, Rossby waves
 propagate with their dispersion relation (the beta and zeta_U terms), and the tracers are
 carried by the same wind, their anomalies made by moving air across the climate's meridional
-gradients and relaxed back to it (radiation, rain-out). F are seeded AR(1) forcings in
+gradients and relaxed back to it (radiation, rain-out); w(phi) = exp(-(phi / 20 deg)^2) / 1 day
+keeps tropical temperature anomalies weak (in the tropics gravity waves even out the
+free-tropospheric temperature within about a day: the weak-temperature-gradient balance). F are seeded AR(1) forcings in
 spherical-harmonic bands (the unpredictable part; kept weak), drawn up front.
 
 Numerics: spectral transform at triangular truncation T on an alias-free Gaussian grid

@@ -110,3 +110,18 @@ def test_forcing_has_the_stated_rms_and_correlation():
     flat = flat[:, np.abs(flat).sum(0) > 0]
     lag1 = np.mean(flat[1:] * flat[:-1]) / np.mean(flat * flat)
     assert lag1 == pytest.approx(rho, abs=0.05)
+
+
+def test_tropical_temperature_anomalies_relax_within_a_day():
+    """Weak temperature gradients: with no flow, theta decays as exp(-t w(phi)),
+    w = exp(-(phi / 20 deg)^2) / 1 day: by e^-0.25 in 6 h at the equator, not at 60 deg."""
+    spec = SpectralGrid(21)
+    params = dyn.DynamicsParams(theta_days=1e12, hyper_hours=1e15)
+    model = dyn.Model(spec, params, _background(spec), DT)
+    state = np.zeros((3,) + spec.mask.shape, dtype=complex)
+    state[1, 0, 0] = 1.0                                     # theta = 1 K everywhere
+    out = spec.synth(_run(model, state, 1)[1])[:, 0]
+    expected = np.exp(-0.25 * np.exp(-(spec.lat / 20.0) ** 2))
+    eq, mid = np.argmin(np.abs(spec.lat)), np.argmin(np.abs(spec.lat - 60))
+    assert out[eq] == pytest.approx(expected[eq], abs=0.02) and out[mid] == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_allclose(out, expected, atol=0.03)   # the product is truncated at T21
