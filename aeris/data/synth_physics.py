@@ -29,7 +29,8 @@ import numpy as np
 __all__ = [
     "R_DRY", "GRAVITY", "OMEGA", "EARTH_RADIUS", "EPSILON",
     "reference_temperature", "theta_weight", "column_integral",
-    "saturation_specific_humidity", "balanced_wind", "geostrophic_factor", "rotate_vectors",
+    "saturation_specific_humidity", "balanced_wind", "rotational_wind", "geostrophic_factor",
+    "rotate_vectors",
     "msl_climatology", "relative_humidity_climatology",
 ]
 
@@ -83,16 +84,22 @@ def geostrophic_factor(lat) -> np.ndarray:
 def balanced_wind(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, scale: float = 1.0):
     """Geostrophic (u, v) of `field` (geopotential in m2 s-2, or pressure / density) on the
     last two axes (lat, lon), with the equatorial taper of the module docstring."""
+    return rotational_wind(field, lat, lon, geostrophic_factor(lat) * scale)
+
+
+def rotational_wind(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, factor=1.0):
+    """(u, v) = factor(lat) x (-(1/a) d/dphi, (1/(a cos phi)) d/dlam) of `field` on the last two
+    axes (lat, lon): the wind of a streamfunction (factor 1), centred differences."""
     phi = np.deg2rad(np.asarray(lat, dtype=np.float64))
     dlam = 2 * np.pi / len(lon)
-    inv_f = geostrophic_factor(lat).astype(np.float32)
+    fac = np.broadcast_to(np.asarray(factor, dtype=np.float64), phi.shape).astype(np.float32)
     # cos(phi) floored half a row from the pole, where d/dlam of a smooth field vanishes anyway
     cos_phi = np.maximum(np.cos(phi), np.sin(0.5 * abs(phi[1] - phi[0]))).astype(np.float32)
     dz_dphi = np.gradient(field, phi, axis=-2).astype(np.float32)
     dz_dlam = (np.roll(field, -1, axis=-1) - np.roll(field, 1, axis=-1)) / np.float32(2 * dlam)
-    k = np.float32(scale / EARTH_RADIUS)
-    u = -k * dz_dphi * inv_f[:, None]
-    v = k * dz_dlam * (inv_f / cos_phi)[:, None]
+    k = np.float32(1.0 / EARTH_RADIUS)
+    u = -k * dz_dphi * fac[:, None]
+    v = k * dz_dlam * (fac / cos_phi)[:, None]
     return u, v
 
 

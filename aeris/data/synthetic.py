@@ -243,9 +243,11 @@ class _Generator:
 
     # ---- the environmental flow of the storms ------------------------------------------------------
     def _steering(self, k: int, i: int, u_env: np.ndarray, v_env: np.ndarray):
-        """Geopotential patch (lat, lon) and its wind at store step i, built so that the mean
-        environmental wind over the steering levels at every storm centre equals the storm's
-        track velocity (one linear solve for all the storms of the step)."""
+        """The storms' environmental flow at store step i as an addition to the eddies:
+        geopotential f chi (lat, lon) and the rotational wind of the streamfunction patch chi,
+        chosen so that the mean environmental wind over the steering levels at every storm
+        centre (the eddies' A(p) x that wind added) equals the storm's track velocity (one
+        linear solve for all the storms of the step)."""
         storms = [(s, tu, tv) for s, tu, tv in self.storms_at.get(i, ()) if np.isfinite(tu)]
         if not storms:
             return None
@@ -262,12 +264,13 @@ class _Generator:
         # the winds on the band of rows holding the patches plus two rows of zeros on each side
         # equal those computed on the whole grid (central differences)
         band = slice(max(lo - 2, 0), min(hi + 2, ny))
-        su[:, band], sv[:, band] = phys.balanced_wind(shapes[:, band], self.lat[band], self.lon)
+        su[:, band], sv[:, band] = phys.rotational_wind(shapes[:, band], self.lat[band], self.lon)
+        mean_amp = float(np.mean(self.amp[self.steer]))
         mat = np.zeros((2 * n, 2 * n))
         rhs = np.zeros(2 * n)
         for a, (s, tu, tv) in enumerate(storms):
             at = _bilinear_at(self.lat, self.lon, s.lat, s.lon)
-            mat[2 * a], mat[2 * a + 1] = at(su), at(sv)
+            mat[2 * a], mat[2 * a + 1] = mean_amp * at(su), mean_amp * at(sv)
             rhs[2 * a] = tu - at(u_env[k])
             rhs[2 * a + 1] = tv - at(v_env[k])
         # Tikhonov-regularised: storms whose patches overlap share one smooth flow instead of
@@ -275,7 +278,8 @@ class _Generator:
         lam = _STEER_RIDGE * np.max(np.abs(mat))
         amp = np.linalg.solve(mat.T @ mat + lam * lam * np.eye(2 * n), mat.T @ rhs).astype(np.float32)
         self.steer_residual.extend(np.hypot(*(mat @ amp - rhs).reshape(n, 2).T))
-        return (np.tensordot(amp, shapes, axes=1), np.tensordot(amp, su, axes=1),
+        f = (2 * phys.OMEGA * np.sin(np.deg2rad(self.lat))).astype(np.float32)[:, None]
+        return (f * np.tensordot(amp, shapes, axes=1), np.tensordot(amp, su, axes=1),
                 np.tensordot(amp, sv, axes=1))
 
     # ---- one block of time steps ---------------------------------------------------------------
@@ -294,8 +298,6 @@ class _Generator:
         # anomaly, its thermal low keeping the 500 hPa geopotential unchanged
         theta_np = theta_zm.astype(f32)[:, :, None] + th_tr
         msl_np = msl_zm.astype(f32)[:, :, None] - rho * f32(phys.R_DRY * self.i_a_steer) * th_tr
-        theta = theta_np + f32(self.kappa) * phi
-        msl_bg = msl_np + rho * f32(_A_SURFACE) * phi
 
         def hypsometric(msl, th, core=None):
             t1000 = f32(self.t_ref_1000) + f32(self.a_1000) * th
@@ -306,26 +308,23 @@ class _Generator:
             return rd * (t1000 * np.log(msl / f32(1e5)))[:, None] + rd * col
 
         # environmental winds: balanced wind of the non-eddy part + A(p) x the rotational eddy wind
-        u, v = phys.balanced_wind(hypsometric(msl_np, theta_np), self.lat, self.lon)
-        u = u + lv(self.amp) * ue[:, None]
-        v = v + lv(self.amp) * ve[:, None]
-        ug, vg = phys.balanced_wind(msl_np, self.lat, self.lon, scale=1.0 / _RHO_AIR)
-        ug, vg = ug + f32(_A_SURFACE) * ue, vg + f32(_A_SURFACE) * ve
-
-        # each storm's environmental flow: a barotropic geopotential patch (in MSL and at every level)
+        u_np, v_np = phys.balanced_wind(hypsometric(msl_np, theta_np), self.lat, self.lon)
+        # each storm's environmental flow joins the eddies (same balance and vertical structure)
         sel = lambda x: x[:, self.steer].mean(axis=1)  # noqa: E731
-        u_steer, v_steer = sel(u), sel(v)
+        u_steer = sel(u_np + lv(self.amp) * ue[:, None])
+        v_steer = sel(v_np + lv(self.amp) * ve[:, None])
         for k in range(n):
             patch = self._steering(k, i0 + k, u_steer, v_steer)
-            if patch is None:
-                continue
-            dphi, du, dv = patch
-            msl_bg[k] += rho[k] * dphi
-            u[k] += du[None]
-            v[k] += dv[None]
-            ug[k] += du * (rho[k] / f32(_RHO_AIR))
-            vg[k] += dv * (rho[k] / f32(_RHO_AIR))
-        theta_bg = theta
+            if patch is not None:
+                phi[k] += patch[0]
+                ue[k] += patch[1]
+                ve[k] += patch[2]
+        u = u_np + lv(self.amp) * ue[:, None]
+        v = v_np + lv(self.amp) * ve[:, None]
+        ug, vg = phys.balanced_wind(msl_np, self.lat, self.lon, scale=1.0 / _RHO_AIR)
+        ug, vg = ug + f32(_A_SURFACE) * ue, vg + f32(_A_SURFACE) * ve
+        theta_bg = theta_np + f32(self.kappa) * phi
+        msl_bg = msl_np + rho * f32(_A_SURFACE) * phi
 
         # storms: MSL deficit, warm core, winds, moistening
         msl_anom = np.zeros((n, ny, nx), f32)
