@@ -21,9 +21,14 @@ per-rank compute rate R (FLOP/s of the step's matmul work, calibrated on a measu
 `calibrated_rate`), link bandwidths inside / across nodes and a per-message latency:
 
     t_s = F_s / R                      F_s: one rank's FLOPs per micro-batch on stage s (`stage_flops`)
-    compute = max((m + pp - 1) max_s t_s, ranks x m x mean_s t_s / (nodes x cores))   (CPU nodes)
+    critical = (m - 1) max_s t_s + sum_s t_s   (1F1B: the slowest stage every micro-batch, the
+                                                others once to fill and drain; (m + pp - 1) t
+                                                for equal stages)
+    compute = max(critical / share(1), node's work / (n x share(n)))   (CPU nodes)
+              share(k) = min(1, cores / (k + background)): a rank's core share when k ranks and
+              the node's other runnable threads compete (1 on a device of its own)
     comm    = sum over kinds of bytes / bandwidth(link of the kind's group) + messages x latency
-    step    = compute + comm;   bubble = (pp - 1) max_s t_s;   EFLOP/s = model FLOPs per step / step
+    step    = compute + comm;   bubble = critical - m max_s t_s;   EFLOP/s = model FLOPs per step / step
 
 (no overlap of communication with compute unless ``overlap`` > 0). A 1F1B bubble fraction
 (pp-1)/(m+pp-1) above 20 % is warned about.
@@ -220,7 +225,8 @@ class Machine:
     and on another node (``bw_inter``), ``latency`` s per message, ``ranks_per_node`` (ranks
     placed block-wise, as the job scripts do); ``cores``: the ranks of a node share this many
     compute units (CPU nodes; None: a device per rank); ``peak``: a device's peak FLOP/s (MFU);
-    ``overlap``: the fraction of all-to-all and p2p time hidden behind compute."""
+    ``overlap``: the fraction of all-to-all and p2p time hidden behind compute;
+    ``background``: other processes' runnable threads on a CPU node (a shared machine)."""
 
     rate: float
     bw_intra: float
@@ -230,6 +236,7 @@ class Machine:
     cores: int | None = None
     peak: float | None = None
     overlap: float = 0.0
+    background: float = 0.0
 
 
 KIND_GROUP = {"all_to_all": ("sp",), "p2p": ("pp",), "all_gather": ("dp", "wy", "wx", "sp"),
@@ -248,14 +255,18 @@ def links(mesh: tuple[int, ...], ranks_per_node: int) -> dict[str, str]:
     return out
 
 
-def _compute_work(row: dict, cores: int | None, ranks_per_node: int) -> float:
-    """FLOPs whose time is the step's compute phase at rate 1 (see module doc)."""
+def _compute_work(row: dict, mc: Machine) -> float:
+    """FLOPs whose time is the step's compute phase at rate 1 (see module doc): the 1F1B
+    critical path of the slowest stage, or on CPU nodes whose cores the ranks share, the
+    node's work spread over its cores, whichever is longer."""
     F, m, pp = row["stage_flops_per_micro"], row["n_micro"], row["mesh"]["pp"]
-    critical = (m + pp - 1) * max(F)
-    if cores is None or min(row["world"], ranks_per_node) <= cores:
+    critical = (m - 1) * max(F) + sum(F)
+    if mc.cores is None:
         return critical
-    nodes = math.ceil(row["world"] / ranks_per_node)
-    return max(critical, row["world"] / pp * m * sum(F) / (nodes * cores))  # every rank's work, shared
+    n = min(row["world"], mc.ranks_per_node)
+    share = lambda k: min(1.0, mc.cores / (k + mc.background))  # noqa: E731
+    node_work = n / pp * m * sum(F)                 # n / pp ranks of each stage on the node
+    return max(critical / share(1), node_work / (n * share(n)))
 
 
 def _comm_seconds(row: dict, mc: Machine) -> dict[str, float]:
@@ -273,15 +284,16 @@ def project(row: dict, mc: Machine) -> dict:
     """Step time and throughput of the planned rank ``row`` (from `plan`) on machine ``mc``
     (module doc): seconds by part, busy fraction = compute / step, model FLOP/s per rank
     (exact count and the paper's formula) and in total (EFLOP/s), MFU against ``mc.peak``."""
-    F, m, pp = row["stage_flops_per_micro"], row["n_micro"], row["mesh"]["pp"]
+    F, m = row["stage_flops_per_micro"], row["n_micro"]
     t_s = max(F) / mc.rate
-    phase = _compute_work(row, mc.cores, mc.ranks_per_node) / mc.rate
+    critical = ((m - 1) * max(F) + sum(F)) / mc.rate
+    phase = _compute_work(row, mc) / mc.rate
     comm = _comm_seconds(row, mc)
     step = phase + _exposed(comm, mc.overlap)
     world = row["world"]
     per_rank = row["flops_per_step"] / step / world
-    return {"step_s": step, "compute_s": m * t_s, "bubble_s": (pp - 1) * t_s,
-            "shared_s": phase - (m + pp - 1) * t_s, "comm_s": comm, "comm_exposed_s": step - phase,
+    return {"step_s": step, "compute_s": m * t_s, "bubble_s": critical - m * t_s,
+            "shared_s": phase - critical, "comm_s": comm, "comm_exposed_s": step - phase,
             "links": links(tuple(row["mesh"].values()), mc.ranks_per_node),
             "busy_fraction": m * t_s / step, "bubble_fraction": row["bubble_fraction"],
             "samples_per_s": row["samples_per_step"] / step,
@@ -298,7 +310,7 @@ def calibrated_rate(row: dict, seconds: float, mc: Machine) -> float:
     if seconds <= comm:
         raise ValueError(f"a step of {seconds:.3g} s is not longer than its modelled communication "
                          f"({comm:.3g} s): the link figures do not fit this run")
-    return _compute_work(row, mc.cores, mc.ranks_per_node) / (seconds - comm)
+    return _compute_work(row, mc) / (seconds - comm)
 
 
 def rate_for_throughput(row: dict, paper_flops_per_rank: float, mc: Machine) -> float:
@@ -368,10 +380,13 @@ def machine_from_args(a, sweep: dict | None) -> Machine:
                    overlap=a.overlap)
 
 
-def predict_sweep(rows: list[dict], seconds: list[float], base: Machine) -> list[dict]:
-    """Calibrate on the first run (its measured step) and project every run on that machine."""
-    mc = replace(base, rate=calibrated_rate(rows[0], seconds[0], base))
-    return [project(r, mc) for r in rows]
+def predict_sweep(rows: list[dict], seconds: list[float], base: Machine,
+                  background: list[float] | None = None) -> list[dict]:
+    """Calibrate on the first run (its measured step) and project every run on that machine
+    (on a shared CPU host with each run's ``background`` of other runnable threads)."""
+    at = [replace(base, background=b) for b in background] if background else [base] * len(rows)
+    rate = calibrated_rate(rows[0], seconds[0], at[0])
+    return [project(r, replace(mc, rate=rate)) for r, mc in zip(rows, at)]
 
 
 def _check_sweep(path: str) -> int:
@@ -380,7 +395,8 @@ def _check_sweep(path: str) -> int:
 
     sw = json.loads(Path(path).read_text())
     cal = {k: v for k, v in sw["calibration"].items() if k in Machine.__dataclass_fields__}
-    pred = predict_sweep(sweep_rows(sw), [r["seconds"] for r in sw["runs"]], Machine(rate=1.0, **cal))
+    pred = predict_sweep(sweep_rows(sw), [r["seconds"] for r in sw["runs"]], Machine(rate=1.0, **cal),
+                         [r.get("background", 0.0) for r in sw["runs"]] if cal.get("cores") else None)
     print(f"{'mesh':>12}{'ranks':>7}{'measured s':>12}{'projected s':>13}{'error':>8}")
     for r, p in zip(sw["runs"], pred):
         print(f"{','.join(map(str, r['mesh'].values())):>12}{r['world']:>7}{r['seconds']:>12.3f}{p['step_s']:>13.3f}"

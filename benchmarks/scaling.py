@@ -19,6 +19,11 @@ analytic model) and the step's time breakdown: the keys ``<part>_s`` for the par
 `BREAKDOWN` when the trainer writes them (an absent key is reported absent, never as 0) and
 every other ``*_s`` timing key it writes.
 
+On a shared machine ``--rounds N`` launches every run N times round-robin and keeps its
+fastest launch, ``--quiet-load`` waits for a low load average before each launch, and the other
+processes' runnable threads are sampled around each launch (``background``: the projection's
+host model shares the cores with them).
+
 Presets grow one axis in powers of two up to ``--max-ranks``: dp, pp, wy, wx, sp, or wywx
 (wy and wx in turn). ``--weak``: the work per rank stays the same (dp: the batch per replica is
 kept; a window axis: micro_batch grows with it, so every rank keeps its token count).
@@ -263,6 +268,21 @@ def sweeps_of(args, cfg) -> list[dict]:
     return out
 
 
+def background_threads(seconds: float = 2.0, every: float = 0.1) -> float:
+    """Other processes' runnable threads on this host now: the mean of /proc/loadavg's
+    runnable count over ``seconds``, less this sampling process (between runs nothing of ours
+    runs; Linux; 0 where /proc/loadavg is missing)."""
+    path = Path("/proc/loadavg")
+    if not path.exists():
+        return 0.0
+    vals = []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        vals.append(int(path.read_text().split()[3].split("/")[0]) - 1)
+        time.sleep(every)
+    return max(0.0, statistics.mean(vals))
+
+
 def wait_for_quiet(load: float, at_most: float) -> None:
     """On a shared machine: wait (at most ``at_most`` s) until the 1-minute load average is
     below ``load`` (0: do not wait); the load at each run's end is recorded either way."""
@@ -305,16 +325,25 @@ def sweep(args) -> dict:
                  "steps": args.steps, "host": host, "runs": [],
                  "sweep_specs": [{"kind": s_["kind"], "axis": s_["axis"], "runs": [_key(r) for r in s_["runs"]]}
                                  for s_ in sweeps]}
-    for i, run in enumerate(distinct):
-        wait_for_quiet(args.quiet_load, args.quiet_wait)
-        records, wall, cmd = launch_train(run, args, work / f"run{i}")
+    attempts: list[list[dict]] = [[] for _ in distinct]
+    for k in range(args.rounds):   # round-robin: each run gets a chance at a quieter moment
+        for i, run in enumerate(distinct):
+            wait_for_quiet(args.quiet_load, args.quiet_wait)
+            before = background_threads()
+            records, wall, cmd = launch_train(run, args, work / f"run{i}_{k}")
+            after = background_threads()
+            s_ = summarise(records, args.warmup, args.stat)
+            attempts[i].append({"seconds": s_["seconds"], "background": (before + after) / 2, "wall_s": wall,
+                                "command": cmd, "loadavg": list(os.getloadavg()), "records": records})
+            print(f"mesh {tuple(run['mesh'])} B {run['micro_batch']} m {run['grad_accum']}: {s_['seconds']:.3f} "
+                  f"s/step ({args.stat} of {args.steps}), {s_['samples_per_s']:.2f} samples/s, other runnable "
+                  f"threads {before:.1f} before, {after:.1f} after", flush=True)
+    for run, tries in zip(distinct, attempts):
+        best = min(tries, key=lambda t: t["seconds"])
         out["runs"].append({"mesh": dict(zip(DIMS, run["mesh"])), "world": _world(run["mesh"]),
-                            "micro_batch": run["micro_batch"], "grad_accum": run["grad_accum"], "command": cmd,
-                            "wall_s": wall, "loadavg": list(os.getloadavg()), "records": records})
-        s_ = summarise(records, args.warmup, args.stat)
-        print(f"mesh {tuple(run['mesh'])} B {run['micro_batch']} m {run['grad_accum']}: {s_['seconds']:.3f} s/step "
-              f"({args.stat} of {args.steps}), {s_['samples_per_s']:.2f} samples/s, load {os.getloadavg()[0]:.1f}",
-              flush=True)
+                            "micro_batch": run["micro_batch"], "grad_accum": run["grad_accum"],
+                            **{k: best[k] for k in ("command", "wall_s", "loadavg", "background", "records")},
+                            "attempts": [{k: t[k] for k in ("seconds", "background")} for t in tries]})
     host["loadavg_end"] = list(os.getloadavg())
     host["ranks_per_node"] = args.ranks_per_node or max(r["world"] for r in out["runs"])
     if args.probe and max(r["world"] for r in out["runs"]) > 1:
@@ -413,11 +442,13 @@ def project_runs(sw: dict) -> None:
     import layout_planner as lp
 
     base, rows = host_machine(sw), sweep_rows(sw)
-    mc = replace(base, rate=lp.calibrated_rate(rows[0], sw["runs"][0]["seconds"], base))
-    sw["calibration"] = {"rate_flops": mc.rate, "from_mesh": sw["runs"][0]["mesh"],
-                         **{k: v for k, v in mc.__dict__.items() if k != "rate"}}
-    for r, row in zip(sw["runs"], rows):
-        p = lp.project(row, mc)
+    # each run on the host as it was around that run (other processes' runnable threads)
+    at = [replace(base, background=r.get("background", 0.0) if base.cores else 0.0) for r in sw["runs"]]
+    rate = lp.calibrated_rate(rows[0], sw["runs"][0]["seconds"], at[0])
+    sw["calibration"] = {"rate_flops": rate, "from_mesh": sw["runs"][0]["mesh"],
+                         **{k: v for k, v in base.__dict__.items() if k not in ("rate", "background")}}
+    for r, row, mc in zip(sw["runs"], rows, at):
+        p = lp.project(row, replace(mc, rate=rate))
         r["projected_s"] = p["step_s"]
         r["projection_error"] = p["step_s"] / r["seconds"] - 1
         r["projected_parts_s"] = {"compute": p["compute_s"], "bubble": p["bubble_s"], "shared": p["shared_s"],
@@ -486,7 +517,7 @@ def plots(sw: dict, stem: Path) -> list[Path]:
     measured = [p for p in BREAKDOWN if p not in sw["breakdown_absent"]]
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), dpi=90, sharey=True)
     for ax, title, series in (
-            (axes[0], "measured: trainer's breakdown keys",
+            (axes[0], "measured: the trainer's breakdown keys (medians of the steps)",
              [(p, [r["breakdown_s"][p] or 0.0 for r in runs]) for p in measured]
              + [("rest of the step", [max(0.0, r["seconds"] - sum(r["breakdown_s"][p] or 0.0 for p in measured))
                                       for r in runs])]),
@@ -538,6 +569,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="measured steps per run")
     p.add_argument("--warmup", type=int, default=1, help="steps before the measured ones")
     p.add_argument("--stat", default="min", choices=("min", "median"), help="of the measured steps")
+    p.add_argument("--rounds", type=int, default=1, help="launch every run this many times, round-robin, and "
+                                                         "keep its fastest (a shared machine)")
     p.add_argument("--no-probe", dest="probe", action="store_false", help="skip the link probe")
     p.add_argument("--no-plots", dest="plots", action="store_false")
     p.add_argument("--work", default=None, help="run directories (default: a temporary directory)")
