@@ -3,7 +3,7 @@
 * Every network evaluation of the sampler runs through the forward-only pipeline with the
   members as micro-batches (`aeris.distributed.inference.PipelineSampler`).
 * Window/sequence ranks hold their tokens only (`ForecastDataset(index_map=...)` reads just
-  their tiles); the noise of a member is keyed per window, so it is the serial noise whatever
+  their tiles); the noise of a member is keyed per global token, so it is the serial noise whatever
   the layout, and the store equals the serial one to rounding.
 * dp replicas take (init, member batch) units round-robin; per replica the rank at pp = 0,
   window rank 0 gathers the field over its window group and writes the regions.
