@@ -608,7 +608,7 @@ def _store_attrs(fc: Forecaster, fcfg: ForecastConfig) -> dict:
         "initialisation time, prediction_timedelta = lead, number = member",
         "checkpoint": fc.checkpoint, "checkpoint_step": fc.step, "weights": "ema" if fc.use_ema else "raw",
         "seed": int(fcfg.seed), "sampler": to_dict(fc.dcfg),
-        "noise_keys": "(seed, init hours since 1970, member, step) then global token id and channel (docs/training.md, "Keyed noise")",
+        "noise_keys": "(seed, init hours since 1970, member, step) then global token id and channel (docs/training.md, 'Keyed noise')",
         "lead_zero": "initial condition" if fcfg.include_initial else "not included",
         "polar_row": f"{fc.ds.cfg.drop_lat_row} row padded back ({fcfg.pad_mode})",
         "config": to_dict(fc.cfg), "forecast_config": to_dict(fcfg),
