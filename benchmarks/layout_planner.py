@@ -167,8 +167,10 @@ def plan(cfg, mesh: tuple[int, int, int, int, int], grid: tuple[int, int], n_mic
     n_weight = dp * wy * wx * sp if weight_group is None else weight_group
     b_act = act_bytes  # activations on the wire in the compute dtype
     B = micro_batch
-    a2a_calls = (12 if m.checkpoint_blocks else 8) * L * n_micro
-    a2a = a2a_calls * (sp - 1) / sp * B * t * d * b_act
+    # bytes: q, k, v and the output, forward and backward (and the recomputed forward); calls:
+    # q, k, v travel in one all-to-all (swipe.comm), so 2 per forward and 2 per backward
+    a2a = (12 if m.checkpoint_blocks else 8) * L * n_micro * (sp - 1) / sp * B * t * d * b_act
+    a2a_calls = (6 if m.checkpoint_blocks else 4) * L * n_micro
     p2p = (0 if pp == 1 else (1 if s_max in (0, pp - 1) else 2)) * B * t * d * b_act * n_micro
     gathered = (n_weight - 1) / n_weight * P * 4
     gathers = 2 * n_micro if cfg.train.reshard_after_forward else 1

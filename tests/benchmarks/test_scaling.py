@@ -213,11 +213,14 @@ def _overrides(tmp) -> list[str]:
 
 @pytest.mark.slow
 def test_the_harness_end_to_end(store, tmp_path):
-    """A tiny sweep through torchrun (1 and 2 gloo ranks, tiny model on 64 x 128): the JSON,
-    table and plots, the checks of `_check_sweep` on the fresh measurement."""
+    """A tiny sweep through torchrun (1 and 2 gloo ranks, tiny model on 64 x 128, each run
+    launched twice, the faster kept): the JSON, table and plots, and the checks of
+    `_check_sweep` on the fresh measurement. Its 25 % holds on a machine without other load;
+    with other jobs on the two cores a run can take twice its time (benchmarks/README.md,
+    section Scaling), and this test then fails on the projection."""
     out = tmp_path / "out"
     argv = ["--config", "tiny", "--weak", "dp", "--strong", "sp", "--strong", "pp", "--max-ranks", "2",
-            "--steps", "3", "--warmup", "1", "--out-dir", str(out), "--work", str(tmp_path / "work"),
+            "--steps", "3", "--warmup", "1", "--rounds", "2", "--out-dir", str(out), "--work", str(tmp_path / "work"),
             *_overrides(store)]
     assert scaling.main(argv) == 0
     sw = json.loads((out / "scaling.json").read_text())
