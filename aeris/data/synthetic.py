@@ -193,7 +193,6 @@ class _Generator:
         track_u, track_v = storms_mod.track_velocity(truth)
         index = {t: i for i, t in enumerate(self.times)}
         self.storms_at: dict[int, list] = {}
-        self.steer_residual: list = []
         for row, tu, tv in zip(truth.itertuples(index=False), track_u, track_v):
             self.storms_at.setdefault(index[pd.Timestamp(row.time)], []).append((row, tu, tv))
 
@@ -278,7 +277,6 @@ class _Generator:
         # cancelling each other's return flows with large amplitudes
         lam = _STEER_RIDGE * np.max(np.abs(mat))
         amp = np.linalg.solve(mat.T @ mat + lam * lam * np.eye(2 * n), mat.T @ rhs).astype(np.float32)
-        self.steer_residual.extend(np.hypot(*(mat @ amp - rhs).reshape(n, 2).T))
         f = (2 * phys.OMEGA * np.sin(np.deg2rad(self.lat))).astype(np.float32)[:, None]
         return (f * np.tensordot(amp, shapes, axes=1), np.tensordot(amp, su, axes=1),
                 np.tensordot(amp, sv, axes=1))

@@ -1,6 +1,5 @@
 """The synthetic reanalysis: WB2 layout, reproducibility, balance, and the implanted storms."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
