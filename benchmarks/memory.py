@@ -107,6 +107,25 @@ def measure(cfg_name: str, mesh: tuple[int, ...], stage: int, grid: tuple[int, i
     return out
 
 
+def stage_mesh(parser: argparse.ArgumentParser, text: str, stage: int) -> tuple[int, ...]:
+    """``--mesh dp,pp,wy,wx,sp`` and ``--stage`` checked together (a parser error otherwise)."""
+    mesh = tuple(int(v) for v in text.split(","))
+    if len(mesh) != 5:
+        parser.error("--mesh takes five numbers dp,pp,wy,wx,sp")
+    if not 0 <= stage < mesh[1]:
+        parser.error(f"--stage must be in 0 .. {mesh[1] - 1} for pp={mesh[1]}")
+    return mesh
+
+
+def write_json(path: str | Path, result: dict) -> None:
+    """Write a benchmark result atomically (temporary file, then rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,11 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the result here")
     a = p.parse_args(argv)
-    mesh = tuple(int(v) for v in a.mesh.split(","))
-    if len(mesh) != 5:
-        p.error("--mesh takes five numbers dp,pp,wy,wx,sp")
-    if not 0 <= a.stage < mesh[1]:
-        p.error(f"--stage must be in 0 .. {mesh[1] - 1} for pp={mesh[1]}")
+    mesh = stage_mesh(p, a.mesh, a.stage)
     r = measure(a.config, mesh, a.stage, tuple(a.grid), a.tokens, a.build_only, a.channels, a.forcings, a.device)
     gb = 1e9
     print(f"{'config':<16}{'mesh':<18}{'stage':>6}{'params':>14}{'build s':>9}{'build GB':>10}{'planned':>9}"
@@ -134,11 +149,7 @@ def main(argv=None) -> int:
           f"{r['build_peak_bytes'] / gb:>10.3f}{r['planned_build_bytes'] / gb:>9.3f}"
           + (f"{r['step_peak_bytes'] / gb:>9.3f}{r['planned_step_bytes'] / gb:>9.3f}" if "step_peak_bytes" in r else ""))
     if a.json:
-        out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(r, indent=1))
-        os.replace(tmp, out)
+        write_json(a.json, r)
     return 0
 
 

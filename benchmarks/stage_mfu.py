@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +46,7 @@ from swipe.layout import WindowLayout  # noqa: E402
 from swipe.pipeline import plan_stages  # noqa: E402
 
 import layout_planner  # noqa: E402
+from memory import stage_mesh, write_json  # noqa: E402
 from throughput import device_peak, gemm_tflops, synchronize  # noqa: E402
 
 # aten operator of each SDPA kernel (what the profiler records on the host, whatever the device)
@@ -183,11 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--gemm-n", type=int, help="size of the square GEMM that measures the rate")
     p.add_argument("--json", help="write the result here")
     a = p.parse_args(argv)
-    mesh = tuple(int(v) for v in a.mesh.split(","))
-    if len(mesh) != 5:
-        p.error("--mesh takes five numbers dp,pp,wy,wx,sp")
-    if not 0 <= a.stage < mesh[1]:
-        p.error(f"--stage must be in 0 .. {mesh[1] - 1} for pp={mesh[1]}")
+    mesh = stage_mesh(p, a.mesh, a.stage)
     gemm_n = a.gemm_n or (8192 if a.device.startswith("cuda") else 1024)
     r = measure(a.config, mesh, a.stage, tuple(a.grid), a.tokens, a.device, a.precision, a.steps, a.warmup,
                 not a.no_compile, a.channels, a.forcings, a.peak_tflops, gemm_n)
@@ -204,12 +199,8 @@ def main(argv=None) -> int:
         print(f"{row['mode']:<10}{1e3 * row['step_s']:>9.1f}{row['tflops']:>9.2f}{100 * row['mfu_vs_gemm']:>9.1f}%"
               f"{mp:>10}{pk:>9}{r['planned_step_bytes'] / 1e9:>9.2f}  {','.join(row['sdpa']) or '-'}")
     if a.json:
-        out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(r, indent=1))
-        os.replace(tmp, out)
-        print(f"wrote {out}")
+        write_json(a.json, r)
+        print(f"wrote {a.json}")
     return 0
 
 
