@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from aeris.data.config import DataConfig
+
 # base value and spread of each variable's synthetic field (physical units of the lexicon)
 _BASE = {
     "2m_temperature": (288.0, 10.0, "K"),
@@ -158,3 +160,14 @@ class serve_directory:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+def small_data_cfg(path, **kw):
+    """DataConfig of a `make_dataset` store at ``path`` (2 surface + 2 x 2 level channels, one
+    forcing, two static fields; one day each of train, val and test); ``kw`` overrides."""
+    base = dict(path=str(path), surface=["2m_temperature", "mean_sea_level_pressure"],
+                atmospheric=["geopotential", "temperature"], levels=[500, 850],
+                forcings=["toa_incident_solar_radiation"], static=["geopotential_at_surface", "land_sea_mask"],
+                train_period=["2020-08-01", "2020-08-01T18"], val_period=["2020-08-02", "2020-08-02"],
+                test_period=["2020-08-03", "2020-08-03"])
+    return DataConfig(**(base | kw))

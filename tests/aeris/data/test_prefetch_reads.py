@@ -20,7 +20,7 @@ from aeris.data.prepared import PreparedStore, prepare
 from aeris.data.store import DataError
 from aeris.data.tiling import chunk_tile, piece_tile, read_amplification, tiles_of
 from swipe.layout import WindowLayout
-from tests.support.stores import make_dataset, write
+from tests.support.stores import make_dataset, small_data_cfg, write
 
 WINDOW = (4, 4)
 LEVELS = [500, 850]
@@ -28,13 +28,7 @@ GRID = (8, 16)
 N_STATE, N_FORCING, N_STATIC = 6, 1, 2
 
 
-def _cfg(path, **kw) -> DataConfig:
-    base = dict(path=str(path), surface=["2m_temperature", "mean_sea_level_pressure"],
-                atmospheric=["geopotential", "temperature"], levels=LEVELS,
-                forcings=["toa_incident_solar_radiation"], static=["geopotential_at_surface", "land_sea_mask"],
-                train_period=["2020-08-01", "2020-08-01T18"], val_period=["2020-08-02", "2020-08-02"],
-                test_period=["2020-08-03", "2020-08-03"])
-    return DataConfig(**(base | kw))
+_cfg = small_data_cfg
 
 
 @pytest.fixture(scope="module")

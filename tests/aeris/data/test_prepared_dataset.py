@@ -15,20 +15,14 @@ from aeris.data.dataset import ForecastDataset
 from aeris.data.prepared import PreparedStore, prepare, prepared_path
 from aeris.data.store import DataError
 from swipe.layout import WindowLayout
-from tests.support.stores import make_dataset, write
+from tests.support.stores import make_dataset, small_data_cfg, write
 from tests.support import REPO
 
 WINDOW = (4, 4)
 LEVELS = [500, 850]
 
 
-def _cfg(path, **kw) -> DataConfig:
-    base = dict(path=str(path), surface=["2m_temperature", "mean_sea_level_pressure"],
-                atmospheric=["geopotential", "temperature"], levels=LEVELS,
-                forcings=["toa_incident_solar_radiation"], static=["geopotential_at_surface", "land_sea_mask"],
-                train_period=["2020-08-01", "2020-08-01T18"], val_period=["2020-08-02", "2020-08-02"],
-                test_period=["2020-08-03", "2020-08-03"])
-    return DataConfig(**(base | kw))
+_cfg = small_data_cfg
 
 
 def _build(tmp):
