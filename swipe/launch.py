@@ -325,21 +325,61 @@ def threads_per_rank(env: Mapping[str, str] | None = None, cores: int | None = N
     return max(1, n), source
 
 
-def set_threads(n: int, interop: int = 1) -> None:
-    """torch's intra-op threads = n; inter-op threads = ``interop`` (torch allows setting those
-    once, before any inter-op work: a later call leaves them as they are)."""
-    torch.set_num_threads(int(n))
+# GNU OpenMP (torch's CPU pool in the Linux wheels) does not survive fork: once a process has
+# run a parallel region on several threads (even if it went back to one), a process forked
+# from it waits forever in its own first region on more than one thread. We keep the most
+# threads this process (or the one it was forked from) was seen to have.
+_threads_seen = 0
+_forked = False
+
+
+def _note_threads() -> None:
+    global _threads_seen
+    _threads_seen = max(_threads_seen, torch.get_num_threads())
+
+
+def _note_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+_note_threads()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_note_threads, after_in_child=_note_fork_in_child)
+
+
+def fork_safe_threads(n: int) -> tuple[int, str | None]:
+    """``n``, or 1 in a process forked from one with several torch threads (GNU OpenMP
+    would hang there on its first multi-threaded region), with the reason; no reason: ``n``."""
+    if n > 1 and _forked and _threads_seen > 1:
+        return 1, (f"forked from a process that had {_threads_seen} torch threads: OpenMP cannot "
+                   f"start a thread pool after fork, so 1 instead of {n}; start ranks with spawn, "
+                   f"a launcher or a fresh process for more")
+    return n, None
+
+
+def set_threads(n: int, interop: int = 1) -> int:
+    """torch's intra-op threads = n (1 in a process forked after multi-threaded work, see
+    `fork_safe_threads`); inter-op threads = ``interop`` (torch allows setting those once,
+    before any inter-op work: a later call leaves them as they are). Returns the threads set."""
+    n, why = fork_safe_threads(int(n))
+    if why:
+        log.warning("threads: %s", why)
+    torch.set_num_threads(n)
+    _note_threads()
     try:
         torch.set_num_interop_threads(int(interop))
     except RuntimeError:  # already set, or inter-op work has started
         pass
+    return n
 
 
 def configure_threads(requested: int = 0, env: Mapping[str, str] | None = None) -> int:
     """Set this rank's torch threads: `threads_per_rank` intra-op threads and one inter-op
     thread (nothing here runs inter-op work); logs the choice and returns the thread count."""
     n, source = threads_per_rank(env, requested=requested)
-    set_threads(n, interop=1)
+    if (m := set_threads(n, interop=1)) != n:
+        n, source = m, f"{source}; 1 after fork"
     log.info("threads: %d per rank (%s)", n, source)
     return n
 

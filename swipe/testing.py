@@ -27,15 +27,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from swipe.launch import free_port  # re-exported for tests that need a TCP rendezvous
+from swipe.launch import free_port, set_threads  # free_port re-exported for tests that need a TCP rendezvous
 
 __all__ = ["run_distributed", "free_port"]
 
 
 def _entry(rank: int, fn: Callable, world_size: int, args: tuple, workdir: str, backend: str,
            threads: int) -> None:
-    # a few ranks share 2 cores: one intra-op thread each avoids oversubscription
-    torch.set_num_threads(threads)
+    # a few ranks share 2 cores: one intra-op thread each avoids oversubscription (and a
+    # forked rank cannot have more once the caller ran multi-threaded: `set_threads`)
+    set_threads(threads)
     store = dist.FileStore(os.path.join(workdir, "store"), world_size)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     try:

@@ -1,6 +1,11 @@
-"""Threads per rank from the launcher's variables (pure: fake environments and core counts)."""
+"""Threads per rank from the launcher's variables (pure: fake environments and core counts),
+and the fork guard (a forked process keeps one thread)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -81,3 +86,39 @@ def test_configure_threads_sets_and_logs(caplog):
         assert "threads: 1 per rank (OMP_NUM_THREADS=1)" in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+_FORK_SCRIPT = r"""
+import os, sys, torch
+from swipe.launch import configure_threads
+torch.set_num_threads(2)
+a = torch.randn(384, 384)
+for _ in range(10):
+    (a @ a).exp_().sum()        # start OpenMP's pool on 2 threads
+torch.set_num_threads(1)        # going back to one does not make a fork safe
+pid = os.fork()
+if pid == 0:
+    n = configure_threads(2)
+    for _ in range(50):
+        (a @ a).exp_().sum()    # hangs here if the child took 2 threads
+    os._exit(10 + n)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_process_keeps_one_thread():
+    """A rank forked after multi-threaded work gets 1 thread: with 2, GNU OpenMP's first
+    parallel region in the child never returns (the run would time out)."""
+    proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 11, proc.stderr
+    assert "1 instead of 2" in proc.stderr
+
+
+def test_fork_safe_threads_outside_a_fork():
+    from swipe.launch import fork_safe_threads
+    if getattr(__import__("swipe.launch").launch, "_forked"):
+        pytest.skip("this test process was itself forked")
+    assert fork_safe_threads(4) == (4, None)
