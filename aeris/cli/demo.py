@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_args(p, default="demo")
     p.add_argument("--members", type=int, default=4, help="ensemble members of the Laura forecasts")
-    p.add_argument("--skill-members", type=int, default=8,
+    p.add_argument("--skill-members", type=int, default=4,
                    help="members of the one-step skill check (a small ensemble's mean pays ~sqrt(1+1/M))")
     p.add_argument("--lead-days", type=float, default=5.0, help="forecast length")
     p.add_argument("--val-inits", type=int, default=1,

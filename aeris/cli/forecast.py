@@ -51,6 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", nargs="+", help="initial time(s), ISO [forecast.inits]")
     p.add_argument("--seed", type=int, help="[forecast.seed]")
     p.add_argument("--sampler-steps", type=int, help="ODE sampler steps (0 = the checkpoint's) [forecast.sampler_steps]")
+    p.add_argument("--churn", type=float, help="sampler churn (< 0 = the checkpoint's) [forecast.churn]")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--device", help="[forecast.device]")
     p.add_argument("--no-progress", action="store_true")
@@ -62,7 +63,8 @@ def _forecast_config(args: argparse.Namespace):
     f = cfg.forecast
     flags = {
         "checkpoint": args.checkpoint, "out": getattr(args, "out", None) if args.func is run else None,
-        "inits": args.init, "seed": args.seed, "sampler_steps": args.sampler_steps, "device": args.device,
+        "inits": args.init, "seed": args.seed, "sampler_steps": args.sampler_steps, "churn": args.churn,
+        "device": args.device,
         "start": getattr(args, "start", None), "end": getattr(args, "end", None),
         "stride_hours": getattr(args, "stride_hours", None), "steps": getattr(args, "steps", None),
         "member_ids": getattr(args, "member_ids", None), "batch_members": getattr(args, "batch_members", None),
@@ -86,6 +88,22 @@ def _forecast_config(args: argparse.Namespace):
     return cfg, f
 
 
+def _load(f, device, overrides=()):
+    """The checkpoint's forecaster. The sampler is the checkpoint's diffusion section with
+    --sampler-steps / --churn applied: a ``diffusion.*`` override on the command line is not
+    used, and a warning names it rather than dropping it silently."""
+    from aeris.forecast.rollout import load_forecaster
+
+    fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, churn=f.churn,
+                         device=device)
+    unused = [o for o in overrides if o.split("=", 1)[0].startswith("diffusion.")]
+    if unused:
+        print(f"aeris forecast: warning: the sampler is the checkpoint's (steps {fc.dcfg.steps}, churn "
+              f"{fc.dcfg.churn}); not used: {' '.join(unused)} (--sampler-steps and --churn change a "
+              f"forecast's sampler)", file=sys.stderr)
+    return fc
+
+
 def _fail(cmd: str, e: Exception) -> int:
     print(f"aeris {cmd}: error: {e}", file=sys.stderr)
     return 1
@@ -93,7 +111,7 @@ def _fail(cmd: str, e: Exception) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
-    from aeris.forecast.rollout import ForecastError, ForecastStopped, load_forecaster, run_forecast
+    from aeris.forecast.rollout import ForecastError, ForecastStopped, run_forecast
     from aeris.forecast.store_writer import ForecastStoreError
     from aeris.checkpoint.training import CheckpointError
     from swipe.launch import configure_threads, device_request, pick_device
@@ -101,10 +119,9 @@ def run(args: argparse.Namespace) -> int:
     cfg, f = _forecast_config(args)
     configure_threads(f.threads)
     if cfg.swipe.world_size > 1:
-        return _run_swipe(cfg, f)
+        return _run_swipe(cfg, f, args.overrides)
     try:
-        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,
-                             device=pick_device(0, device_request(f.device, distributed=False)))
+        fc = _load(f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
         out = run_forecast(fc, f)
     except ForecastStopped as e:  # a clean stop (signal): what is written is complete
         print(f"forecast {f.out}: {e}")
@@ -115,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_swipe(cfg, f) -> int:
+def _run_swipe(cfg, f, overrides=()) -> int:
     """One rank of a SWiPe forecast (started by torchrun / mpiexec / srun with swipe.* ranks)."""
     from aeris.forecast.parallel import swipe_forecaster
-    from aeris.forecast.rollout import load_forecaster, run_forecast
+    from aeris.forecast.rollout import run_forecast
     from swipe.launch import device_request, init_distributed, shutdown
     from swipe.mesh import MeshError, SwipeMesh
 
@@ -129,7 +146,7 @@ def _run_swipe(cfg, f) -> int:
             raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
                             f"{sw.world_size}: start as many ranks as the mesh has")
         mesh = SwipeMesh.build(sw.dp, sw.pp, sw.wy, sw.wx, sw.sp, device_type=info.device.type)
-        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, device=info.device)
+        fc = _load(f, info.device, overrides)
         local, stepper, role = swipe_forecaster(fc, mesh)
         out = run_forecast(local, f, stepper=stepper, role=role)
     finally:
@@ -142,17 +159,16 @@ def _run_swipe(cfg, f) -> int:
 
 def run_stability(args: argparse.Namespace) -> int:
     from aeris.data.store import DataError
-    from aeris.forecast.rollout import ForecastError, load_forecaster, resolve_inits
+    from aeris.forecast.rollout import ForecastError, resolve_inits
     from aeris.forecast.stability import format_table, run_stability as stability, write_report
     from aeris.checkpoint.training import CheckpointError
     from swipe.launch import configure_threads, device_request, pick_device
 
-    _, f = _forecast_config(args)
+    cfg, f = _forecast_config(args)
     configure_threads(f.threads)
     try:
         inits = resolve_inits(f)
-        fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps,
-                             device=pick_device(0, device_request(f.device, distributed=False)))
+        fc = _load(f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
         report = stability(fc, inits[0], days=f.stability_days, members=f.stability_members, seed=f.seed,
                            forcing_fallback=f.forcing_fallback, progress=f.progress)
     except (ForecastError, DataError, CheckpointError) as e:

@@ -23,6 +23,8 @@ class ForecastConfig:
     members: int = doc(2, "ensemble members 0 .. members-1")
     member_ids: list[int] = doc([], "a subset of the members to (re)generate ([] = all)")
     sampler_steps: int = doc(0, "sampler steps; 0 = diffusion.steps of the checkpoint's config")
+    churn: float = doc(-1.0, "sampler churn (EDM stochasticity, see diffusion.churn); < 0 = diffusion.churn "
+                             "of the checkpoint's config")
     seed: int = doc(0, "seed of the ensemble noise")
     use_ema: bool = doc(True, "use the EMA weights of the checkpoint (false = the raw weights)")
     overwrite: bool = doc(False, "replace an existing store written for another request")

@@ -143,11 +143,13 @@ def open_view(data_cfg: DataConfig, index_map: np.ndarray | None = None) -> Fore
 
 
 def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_steps: int = 0,
-                    device: str | torch.device = "cpu") -> Forecaster:
+                    churn: float = -1.0, device: str | torch.device = "cpu") -> Forecaster:
     """Model (EMA weights by default) + data view + sampler settings from a checkpoint (a file,
     a SWiPe checkpoint directory or a run directory: its newest checkpoint).
 
-    The data section of the checkpoint's stored config names the prepared store and channels.
+    The data section of the checkpoint's stored config names the prepared store and channels;
+    the sampler is its diffusion section, with ``sampler_steps`` (> 0) and ``churn`` (>= 0)
+    replacing its ``steps`` and ``churn``.
     """
     path = resolve_checkpoint(checkpoint)
     device = torch.device(device)
@@ -177,6 +179,8 @@ def load_forecaster(checkpoint: str | Path, *, use_ema: bool = True, sampler_ste
     H, W = ds.grid
     ctx = SerialContext(WindowLayout(H, W, *cfg.model.window))
     dcfg = cfg.diffusion if not sampler_steps else replace(cfg.diffusion, steps=int(sampler_steps))
+    if churn >= 0:
+        dcfg = replace(dcfg, churn=float(churn))
     return Forecaster(cfg, ds, model, ctx, dcfg, str(path.resolve()), int(state["step"]), use_ema, device)
 
 

@@ -276,6 +276,26 @@ def test_cli_forecast(ckpt, tmp_path, capsys):
     assert "different forecast request" in capsys.readouterr().err
 
 
+def test_cli_sampler_overrides(ckpt, tmp_path, capsys):
+    """--churn reaches the sampler (recorded, and the members change); a diffusion.* key of the
+    command that the checkpoint's sampler does not use is named in a warning, not dropped silently."""
+    from aeris.cli import main
+    base = ["forecast", "forecast.threads=1", "--checkpoint", str(ckpt[2]), "--init", INITS[0], "--steps", "2",
+            "--members", "2", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "ode.zarr")]) == 0
+    assert "not used" not in capsys.readouterr().err
+    assert main(base[:2] + ["diffusion.rho=3.0"] + base[2:] + ["--out", str(tmp_path / "churn.zarr"),
+                                                              "--churn", "1.0"]) == 0
+    err = capsys.readouterr().err
+    assert "not used: diffusion.rho=3.0" in err and "churn 1.0" in err
+    assert '"churn": 1.0' in open_store(tmp_path / "churn.zarr").attrs["sampler"]
+    ode, churned = _load(tmp_path / "ode.zarr"), _load(tmp_path / "churn.zarr")
+    lead = dict(prediction_timedelta=-1)
+    np.testing.assert_array_equal(ode["2m_temperature"].isel(prediction_timedelta=0),
+                                  churned["2m_temperature"].isel(prediction_timedelta=0))
+    assert not np.allclose(ode["2m_temperature"].isel(**lead), churned["2m_temperature"].isel(**lead))
+
+
 # ---- data parallel ------------------------------------------------------------------------------
 def _dp_rank(rank, world, fc, fcfg):
     run_forecast(fc, fcfg)
