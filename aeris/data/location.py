@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import fsspec
 
+from aeris.atomic import temporary_beside
 from aeris.data.store import DataError, check_protocol, is_remote
 
 __all__ = ["Location"]
@@ -112,7 +112,7 @@ class Location:
             return
         target = Path(self.url)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        fd, tmp = temporary_beside(target)
         try:
             with os.fdopen(fd, "wb") as f:
                 for p in parts:
