@@ -4,6 +4,7 @@ and the fork guard (a forked process keeps one thread)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -92,15 +93,15 @@ _FORK_SCRIPT = r"""
 import os, sys, torch
 from swipe.launch import configure_threads
 torch.set_num_threads(2)
-a = torch.randn(384, 384)
+b = torch.randn(1 << 20)
 for _ in range(10):
-    (a @ a).exp_().sum()        # start OpenMP's pool on 2 threads
+    (b * 2).exp_().sum()        # start OpenMP's pool on 2 threads (elementwise: no MKL)
 torch.set_num_threads(1)        # going back to one does not make a fork safe
 pid = os.fork()
 if pid == 0:
     n = configure_threads(2)
     for _ in range(50):
-        (a @ a).exp_().sum()    # hangs here if the child took 2 threads
+        (b * 2).exp_().sum()    # hangs here if the child took 2 threads
     os._exit(10 + n)
 _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
@@ -111,10 +112,16 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def test_forked_process_keeps_one_thread():
     """A rank forked after multi-threaded work gets 1 thread: with 2, GNU OpenMP's first
     parallel region in the child never returns (the run would time out)."""
-    proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 11, proc.stderr
-    assert "1 instead of 2" in proc.stderr
+    proc = subprocess.Popen([sys.executable, "-c", _FORK_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "2"}, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the forked child too, which would spin on
+        proc.communicate()
+        pytest.fail("the forked process hung in its first parallel region")
+    assert proc.returncode == 11, err
+    assert "1 instead of 2" in err
 
 
 def test_fork_safe_threads_outside_a_fork():
