@@ -164,7 +164,7 @@ def run_stability(args: argparse.Namespace) -> int:
     from aeris.checkpoint.training import CheckpointError
     from swipe.launch import configure_threads, device_request, pick_device
 
-    cfg, f = _forecast_config(args)
+    _, f = _forecast_config(args)
     configure_threads(f.threads)
     try:
         inits = resolve_inits(f)
