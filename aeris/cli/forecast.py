@@ -88,15 +88,18 @@ def _forecast_config(args: argparse.Namespace):
     return cfg, f
 
 
-def _load(f, device, overrides=()):
+def _load(cfg, f, device, overrides=()):
     """The checkpoint's forecaster. The sampler is the checkpoint's diffusion section with
-    --sampler-steps / --churn applied: a ``diffusion.*`` override on the command line is not
-    used, and a warning names it rather than dropping it silently."""
+    --sampler-steps / --churn applied: a ``diffusion.*`` override on the command line whose
+    value differs from it is not used, and a warning names it rather than dropping it silently
+    (the demo passes its training overrides on, which the checkpoint already holds)."""
     from aeris.forecast.rollout import load_forecaster
 
     fc = load_forecaster(f.checkpoint, use_ema=f.use_ema, sampler_steps=f.sampler_steps, churn=f.churn,
                          device=device)
-    unused = [o for o in overrides if o.split("=", 1)[0].startswith("diffusion.")]
+    keys = [o.split("=", 1)[0] for o in overrides]
+    unused = [o for o, k in zip(overrides, keys) if k.startswith("diffusion.")
+              and getattr(cfg.diffusion, k[len("diffusion."):], None) != getattr(fc.dcfg, k[len("diffusion."):], None)]
     if unused:
         print(f"aeris forecast: warning: the sampler is the checkpoint's (steps {fc.dcfg.steps}, churn "
               f"{fc.dcfg.churn}); not used: {' '.join(unused)} (--sampler-steps and --churn change a "
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.swipe.world_size > 1:
         return _run_swipe(cfg, f, args.overrides)
     try:
-        fc = _load(f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
+        fc = _load(cfg, f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
         out = run_forecast(fc, f)
     except ForecastStopped as e:  # a clean stop (signal): what is written is complete
         print(f"forecast {f.out}: {e}")
@@ -146,7 +149,7 @@ def _run_swipe(cfg, f, overrides=()) -> int:
             raise MeshError(f"launched {info.world_size} ranks but the mesh swipe.dp x pp x wy x wx x sp = "
                             f"{sw.world_size}: start as many ranks as the mesh has")
         mesh = SwipeMesh.build(sw.dp, sw.pp, sw.wy, sw.wx, sw.sp, device_type=info.device.type)
-        fc = _load(f, info.device, overrides)
+        fc = _load(cfg, f, info.device, overrides)
         local, stepper, role = swipe_forecaster(fc, mesh)
         out = run_forecast(local, f, stepper=stepper, role=role)
     finally:
@@ -164,11 +167,11 @@ def run_stability(args: argparse.Namespace) -> int:
     from aeris.checkpoint.training import CheckpointError
     from swipe.launch import configure_threads, device_request, pick_device
 
-    _, f = _forecast_config(args)
+    cfg, f = _forecast_config(args)
     configure_threads(f.threads)
     try:
         inits = resolve_inits(f)
-        fc = _load(f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
+        fc = _load(cfg, f, pick_device(0, device_request(f.device, distributed=False)), args.overrides)
         report = stability(fc, inits[0], days=f.stability_days, members=f.stability_members, seed=f.seed,
                            forcing_fallback=f.forcing_fallback, progress=f.progress)
     except (ForecastError, DataError, CheckpointError) as e:
