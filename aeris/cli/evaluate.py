@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
                         "present in both stores]")
     p.add_argument("--climatology-period", nargs=2, metavar=("START", "END"), default=None,
                    help="truth period of the climatology (ACC and the climatology baseline), e.g. "
-                        "2020-08-29 2020-09-30 [default: the whole truth store, which then includes "
+                        "2020-06-01 2020-07-31T18:00 [default: the whole truth store, which then includes "
                         "the verified times: an optimistic baseline]")
     p.add_argument("--climatology-kind", choices=("auto", "doy_hour", "hour"), default="auto",
                    help="by day of year and hour, by hour of day, or auto: day of year and hour when "

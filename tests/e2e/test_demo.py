@@ -18,7 +18,8 @@ from aeris.evaluate.summary import SUMMARY_KEYS
 def test_demo_at_reduced_size_writes_the_report_and_summary(tmp_path):
     data, run = tmp_path / "synth.zarr", tmp_path / "run"
     overrides = [f"synth.out={data}", f"data.path={data}", "synth.n_lat=33", "synth.n_lon=64",
-                 "synth.end=2020-09-03T18:00", "data.train_period=[2020-08-29,2020-09-03T18:00]",
+                 "synth.start=2020-07-27", "synth.end=2020-08-28T18:00",
+                 "data.train_period=[2020-07-27,2020-07-31T18:00]",
                  "data.val_period=[2020-08-01,2020-08-04T18:00]", "data.test_period=[2020-08-09,2020-08-28T18:00]",
                  "model.dim=16", "model.depth=2", "model.heads=2", "model.mlp_hidden=32", f"train.out_dir={run}",
                  "train.steps=2", "train.grad_accum=1", "train.log_every=1", "train.val_every=0",
