@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from aeris.atomic import atomic_write
 from aeris.evaluate.besttrack import KT_PER_MS, saffir_simpson
@@ -139,9 +140,8 @@ def _plate():
 def _best_on_map(ax, best: pd.DataFrame, geo, cmap, norm):
     """Best track: a black line plus points coloured by Saffir-Simpson category."""
     best = best.sort_values("time")
-    for n, (_, b) in enumerate(best.groupby("sid") if "sid" in best else [(None, best)]):
-        ax.plot(b["lon"], b["lat"], color="k", lw=1.6, transform=geo, zorder=4,
-                label="best track" if n == 0 else None)
+    for _, b in (best.groupby("sid") if "sid" in best else [(None, best)]):
+        ax.plot(b["lon"], b["lat"], color="k", lw=1.6, transform=geo, zorder=4)
     return ax.scatter(best["lon"], best["lat"], c=saffir_simpson(best["wind_kt"]), cmap=cmap,
                       norm=norm, s=28, edgecolors="k", linewidths=0.5, transform=_plate(), zorder=5)
 
@@ -170,18 +170,28 @@ def plot_track_map(matched: pd.DataFrame, best: pd.DataFrame | None = None,
         ax.set_extent(extent, crs=proj)
         _decorate(ax)
         sel = matched if init is None else matched[matched["init"] == init]
-        for n, (_, tr) in enumerate(sel.groupby(["member", "track_id"])):
+        # markers and zorder above the best track: a vortex that stays put is one point
+        for _, tr in sel.groupby(["member", "track_id"]):
             tr = tr.sort_values("time")
-            ax.plot(tr["lon"], tr["lat"], color="tab:blue", lw=0.8, alpha=0.6, transform=geo,
-                    label="members" if n == 0 else None)
+            ax.plot(tr["lon"], tr["lat"], color="tab:blue", lw=0.8, alpha=0.7, marker="o", ms=2.5,
+                    transform=geo, zorder=6)
+            ax.plot(tr["lon"].iloc[-1:], tr["lat"].iloc[-1:], color="tab:blue", marker="x", ms=6,
+                    transform=geo, zorder=7)
         if ensemble is not None and init is not None:
             em = ensemble[ensemble["init"] == init].sort_values("time")
-            ax.plot(em["lon"], em["lat"], color="tab:red", lw=2.2, transform=geo, label="ensemble mean")
+            ax.plot(em["lon"], em["lat"], color="tab:red", lw=2.2, marker="s", ms=3, transform=geo, zorder=8)
         if best is not None:
             sc = _best_on_map(ax, best, geo, cmap, norm)
         ax.set_title(f"init {init:%Y-%m-%d %HZ}" if init is not None else "tracks", fontsize=10)
         if k == 0:
-            ax.legend(loc="lower left", fontsize=7)
+            # proxies: the first panel may hold no member or ensemble-mean track
+            handles = [Line2D([], [], color="tab:blue", lw=0.8, marker="o", ms=2.5, label="members"),
+                       Line2D([], [], color="tab:blue", lw=0, marker="x", ms=6, label="member's last node"),
+                       Line2D([], [], color="tab:red", lw=2.2, marker="s", ms=3, label="ensemble mean"),
+                       Line2D([], [], color="black", lw=1.6, label="best track")]
+            drop = {"ensemble mean"} if ensemble is None else set()
+            drop |= {"best track"} if best is None else set()
+            ax.legend(handles=[h for h in handles if h.get_label() not in drop], loc="lower left", fontsize=7)
     if sc is not None:
         cb = fig.colorbar(sc, ax=fig.axes, shrink=0.7, ticks=np.arange(-1, 6))
         cb.ax.set_yticklabels(SSHS_LABELS)
